@@ -1,0 +1,1079 @@
+"""\
+GLO-2000 Travail pratique 4 - Serveur
+
+Serveur de courriels @glo2000.ca : une seule boucle `select.select()` sert
+tous les clients. Le fichier se lit en trois couches :
+
+1. la boucle et le découpage des messages (sockets, tampons, échéances) ;
+2. les traitements des requêtes, choisis dans une table selon l'en-tête ;
+3. le stockage sur disque (comptes, boîtes de courriels, relais SMTP).
+"""
+
+import argparse
+import bisect
+import concurrent.futures
+import email.message
+import email.utils
+import errno
+import hashlib
+import hmac
+import json
+import logging
+import os
+import queue
+import re
+import resource
+import select
+import smtplib
+import socket
+import struct
+import sys
+import time
+import typing
+
+import glossocket
+import gloutils
+
+logger = logging.getLogger("TP4_server")
+
+SMTP_PORT = 25
+DEFAULT_SMTP_TIMEOUT = 10.0
+DEFAULT_FRAME_TIMEOUT = 10.0
+DEFAULT_MAX_MESSAGE = 10 * 1024 * 1024
+# select() ne surveille que les descripteurs < FD_SETSIZE (1024) ; la marge
+# couvre l'écoute, le réveil, les sockets SMTP des relais et les fichiers.
+SELECT_FD_LIMIT = 1024
+DEFAULT_MAX_CLIENTS = 1000
+
+_LENGTH = struct.Struct("!I")
+_RECV_SIZE = 256 * 1024
+# Au-delà de ce volume de réponses non lues, on cesse de lire le client :
+# celui qui ne lit pas ses réponses ne peut pas faire grossir la mémoire.
+_OUTPUT_HIGH_WATER = 256 * 1024
+_RELAY_WORKERS = 8
+# Les courriels plus gros restent sur le disque et sont relus à la demande.
+_CACHED_EMAIL_MAX = 16 * 1024
+
+_USERNAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_RESERVED_USERNAMES = {".", "..", gloutils.SERVER_LOST_DIR.lower()}
+_DOMAIN = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_ADDRESS = re.compile(rf"([^@\s\x00-\x1f\x7f]+)@({_DOMAIN}(?:\.{_DOMAIN})*)")
+_ADDRESS_MAX = 254
+_TEMP_PREFIX = ".tmp-"
+_EMAIL_SUFFIX = ".json"
+
+LOGIN_FAILED = "Nom d'utilisateur ou mot de passe invalide."
+NOT_LOGGED_IN = "Vous devez être connecté pour faire cette requête."
+INVALID_REQUEST = "Requête invalide."
+INTERNAL_ERROR = "Erreur interne du serveur."
+SERVER_FULL = "Le serveur est plein, réessayez plus tard."
+
+_WRITE_ERRORS = {
+    errno.ENOSPC: "plus d'espace disque",
+    errno.EDQUOT: "quota disque dépassé",
+    errno.EACCES: "permission refusée",
+    errno.EPERM: "permission refusée",
+    errno.EROFS: "disque en lecture seule",
+    errno.ENOTDIR: "dossier inaccessible",
+    errno.ENOENT: "dossier introuvable",
+}
+
+
+def _ok(payload=None) -> gloutils.GloMessage:
+    """Construit une réponse `OK`, avec une charge utile au besoin."""
+    if payload is None:
+        return gloutils.GloMessage(header=gloutils.Headers.OK)
+    return gloutils.GloMessage(header=gloutils.Headers.OK, payload=payload)
+
+
+def _error(message: str) -> gloutils.GloMessage:
+    """Construit une réponse `ERROR` portant `message`."""
+    return gloutils.GloMessage(
+        header=gloutils.Headers.ERROR,
+        payload=gloutils.ErrorPayload(error_message=message),
+    )
+
+
+def _fields(payload_class) -> tuple:
+    """Renvoie les paires (clé, type) qu'exige un `TypedDict` de gloutils."""
+    return tuple(typing.get_type_hints(payload_class).items())
+
+
+def _matches(payload, fields: tuple) -> bool:
+    """
+    Vérifie que `payload` est un dictionnaire portant chaque clé de `fields`
+    avec exactement le type attendu (un booléen n'est pas un entier).
+    """
+    return isinstance(payload, dict) and all(
+        type(payload.get(key)) is expected for key, expected in fields
+    )
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    """Abrège un texte du client avant de le citer dans un message."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _password_digest(password: str) -> str:
+    """Empreinte sha3-512 (hexadécimale) d'un mot de passe encodé en UTF-8."""
+    return hashlib.sha3_512(password.encode("utf-8")).hexdigest()
+
+
+def _is_strong(password: str) -> bool:
+    """Au moins 10 caractères dont un chiffre, une minuscule et une majuscule."""
+    return (
+        len(password) >= 10
+        and any(char.isdecimal() for char in password)
+        and any(char.islower() for char in password)
+        and any(char.isupper() for char in password)
+    )
+
+
+def _write_error(ex: OSError) -> str:
+    """Traduit une erreur d'écriture en quelques mots pour l'utilisateur."""
+    return _WRITE_ERRORS.get(ex.errno, "erreur d'écriture sur le disque")
+
+
+class _Outbox:
+    """
+    Tampon des réponses d'un client, que `glossocket.send_msg` remplit comme
+    un socket. Le découpage reste ainsi celui du module du cours, tandis que
+    la boucle vide le tampon à son rythme sans jamais bloquer sur un client
+    qui ne lit pas.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def sendall(self, data: bytes) -> None:
+        """Ajoute une trame complète au tampon (appelé par `send_msg`)."""
+        self.data += data
+
+
+class _Email(typing.NamedTuple):
+    """Entrée de l'index en mémoire d'une boîte de courriels."""
+
+    sort_key: tuple
+    filename: str
+    size: int
+    sender: str
+    subject: str
+    date: str
+    payload: typing.Optional[dict]
+
+
+class _Mailbox:
+    """
+    Index en mémoire d'un dossier d'utilisateur, reconstruit depuis le disque
+    à la première utilisation puis tenu à jour à chaque livraison : lister,
+    lire et compter ne relisent jamais tout le dossier.
+    """
+
+    __slots__ = ("emails", "size", "names", "_listing")
+
+    def __init__(self) -> None:
+        self.emails: list[_Email] = []
+        self.size = 0
+        self.names: set[str] = set()
+        self._listing: typing.Optional[list[str]] = None
+
+    def add(self, entry: _Email) -> None:
+        """Range un courriel selon sa date, puis son ordre d'arrivée."""
+        bisect.insort(self.emails, entry, key=lambda email_: email_.sort_key)
+        self.names.add(entry.filename)
+        self.size += entry.size
+        self._listing = None
+
+    def listing(self) -> list[str]:
+        """Lignes `SUBJECT_DISPLAY`, #1 étant le courriel le plus récent."""
+        if self._listing is None:
+            self._listing = [
+                gloutils.SUBJECT_DISPLAY.format(
+                    number=number,
+                    sender=entry.sender,
+                    subject=entry.subject,
+                    date=entry.date,
+                )
+                for number, entry in enumerate(reversed(self.emails), start=1)
+            ]
+        return self._listing
+
+    def by_number(self, number: int) -> typing.Optional[_Email]:
+        """Courriel #`number` de la liste, ou None hors des bornes."""
+        if 1 <= number <= len(self.emails):
+            return self.emails[len(self.emails) - number]
+        return None
+
+
+class Server:
+    """Serveur de courriels @glo2000.ca."""
+
+    def __init__(
+        self,
+        host: str = "",
+        port: int = gloutils.APP_PORT,
+        *,
+        smtp_host: str = gloutils.SMTP_SERVER,
+        smtp_port: int = SMTP_PORT,
+        smtp_timeout: float = DEFAULT_SMTP_TIMEOUT,
+        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
+        max_message: int = DEFAULT_MAX_MESSAGE,
+        max_clients: int = DEFAULT_MAX_CLIENTS,
+    ) -> None:
+        """
+        Prépare le dossier des données et le socket d'écoute (IPv4, TCP).
+        Quitte le programme avec un code non nul si l'un ou l'autre échoue.
+        """
+        self._smtp_host = smtp_host
+        self._smtp_port = smtp_port
+        self._smtp_timeout = smtp_timeout
+        self._frame_timeout = frame_timeout
+        self._max_message = max_message
+        self._max_clients = max_clients
+
+        self._client_socs: list[socket.socket] = []
+        self._logged_users: dict[socket.socket, str] = {}
+        self._addresses: dict[socket.socket, str] = {}
+        self._inboxes: dict[socket.socket, bytearray] = {}
+        self._outboxes: dict[socket.socket, _Outbox] = {}
+        self._frame_started: dict[socket.socket, float] = {}
+        self._paused: set[socket.socket] = set()
+        self._relaying: set[socket.socket] = set()
+        self._resumable: set[socket.socket] = set()
+        self._unsent: set[socket.socket] = set()
+        self._to_flush: set[socket.socket] = set()
+
+        self._accounts: dict[str, str] = {}
+        self._mailboxes: dict[str, _Mailbox] = {}
+        self._dirty_dirs: set[str] = set()
+        self._last_arrival = 0
+
+        self._routes = {
+            gloutils.Headers.AUTH_REGISTER: (
+                self._create_account, _fields(gloutils.AuthPayload), False),
+            gloutils.Headers.AUTH_LOGIN: (
+                self._login, _fields(gloutils.AuthPayload), False),
+            gloutils.Headers.AUTH_LOGOUT: (self._handle_logout, None, False),
+            gloutils.Headers.BYE: (self._handle_bye, None, False),
+            gloutils.Headers.INBOX_READING_REQUEST: (
+                self._handle_email_list, None, True),
+            gloutils.Headers.INBOX_READING_CHOICE: (
+                self._get_email, _fields(gloutils.EmailChoicePayload), True),
+            gloutils.Headers.EMAIL_SENDING: (
+                self._handle_email_sending,
+                _fields(gloutils.EmailContentPayload), True),
+            gloutils.Headers.STATS_REQUEST: (self._handle_stats, None, True),
+        }
+
+        self._prepare_storage()
+        self._raise_descriptor_limit()
+        try:
+            self._server_socket = self._listen(host, port)
+        except OSError as ex:
+            sys.exit(f"Impossible d'écouter sur le port {port} : {ex.strerror or ex}")
+        self._wakeup_reader, self._wakeup_writer = socket.socketpair()
+        self._wakeup_reader.setblocking(False)
+        self._wakeup_writer.setblocking(False)
+        self._relay_results: queue.SimpleQueue = queue.SimpleQueue()
+        self._relay_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=_RELAY_WORKERS, thread_name_prefix="relais-smtp")
+        logger.info("En écoute sur %s:%d", *self._server_socket.getsockname()[:2])
+
+    # ------------------------------------------------------------------
+    # Boucle, connexions et découpage des messages
+    # ------------------------------------------------------------------
+
+    @staticmethod
+    def _listen(host: str, port: int) -> socket.socket:
+        """Ouvre le socket d'écoute non bloquant, avec `SO_REUSEADDR`."""
+        server_socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            server_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server_socket.bind((host, port))
+            server_socket.listen(socket.SOMAXCONN)
+            server_socket.setblocking(False)
+        except OSError:
+            server_socket.close()
+            raise
+        return server_socket
+
+    @staticmethod
+    def _raise_descriptor_limit() -> None:
+        """
+        Relève la limite souple de descripteurs au-dessus de celle de
+        select() : c'est `max_clients` qui refuse les connexions en trop,
+        jamais un `accept()` en échec qui laisserait la boucle tourner à vide.
+        """
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = 4 * SELECT_FD_LIMIT
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            if hard != resource.RLIM_INFINITY:
+                wanted = min(wanted, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+
+    def cleanup(self) -> None:
+        """Ferme toutes les connexions, le socket d'écoute et les relais."""
+        for client_soc in list(self._client_socs):
+            self._remove_client(client_soc)
+        self._relay_pool.shutdown(wait=False, cancel_futures=True)
+        self._server_socket.close()
+        self._wakeup_reader.close()
+        self._wakeup_writer.close()
+        logger.info("Serveur arrêté.")
+
+    def run(self) -> None:
+        """Sert les clients jusqu'à l'interruption du programme."""
+        while True:
+            self._serve_once()
+
+    def _serve_once(self) -> None:
+        """
+        Un tour de boucle : lire ce qui est prêt, traiter les requêtes
+        complètes, synchroniser les écritures du tour, puis seulement
+        envoyer les réponses (un `OK` ne part qu'une fois le courriel sur
+        le disque).
+        """
+        readers = [self._server_socket, self._wakeup_reader]
+        if self._paused:
+            readers += [soc for soc in self._client_socs if soc not in self._paused]
+        else:
+            readers += self._client_socs
+        readable, writable, _ = select.select(
+            readers, list(self._unsent), [], self._select_timeout())
+        for client_soc in writable:
+            self._flush(client_soc)
+        self._resume_clients()
+        for ready in readable:
+            if ready is self._server_socket:
+                self._accept_client()
+            elif ready is self._wakeup_reader:
+                self._collect_relay_results()
+            elif ready in self._inboxes:
+                self._receive(ready)
+        self._commit_storage()
+        while self._to_flush:
+            self._flush(self._to_flush.pop())
+        self._drop_stalled_frames()
+
+    def _select_timeout(self) -> typing.Optional[float]:
+        """Délai d'attente jusqu'à la prochaine échéance de trame, s'il y en a."""
+        if self._resumable:
+            return 0
+        if not self._frame_started:
+            return None
+        oldest = min(self._frame_started.values())
+        return max(0.0, oldest + self._frame_timeout - time.monotonic())
+
+    def _accept_client(self) -> None:
+        """
+        Accepte les connexions en attente. Au-delà de `max_clients`, ou si le
+        descripteur échappe à select(), la connexion reçoit un `ERROR` et
+        est refermée aussitôt.
+        """
+        for _ in range(64):
+            try:
+                client_soc, address = self._server_socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as ex:
+                logger.warning("Connexion refusée : %s", ex)
+                return
+            if (len(self._client_socs) >= self._max_clients
+                    or client_soc.fileno() >= SELECT_FD_LIMIT):
+                self._refuse(client_soc)
+                continue
+            client_soc.setblocking(False)
+            client_soc.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._client_socs.append(client_soc)
+            self._addresses[client_soc] = "%s:%d" % address[:2]
+            self._inboxes[client_soc] = bytearray()
+            self._outboxes[client_soc] = _Outbox()
+            logger.info("Connexion de %s", self._addresses[client_soc])
+
+    @staticmethod
+    def _refuse(client_soc: socket.socket) -> None:
+        """Dit au client que le serveur est plein, puis ferme la connexion."""
+        client_soc.setblocking(False)
+        try:
+            glossocket.send_msg(client_soc, json.dumps(_error(SERVER_FULL)))
+        except glossocket.GLOSocketError:
+            pass
+        client_soc.close()
+        logger.warning("Serveur plein : connexion refusée.")
+
+    def _remove_client(self, client_soc: socket.socket) -> None:
+        """Oublie tout ce qui concerne le client et ferme son socket."""
+        if client_soc in self._client_socs:
+            self._client_socs.remove(client_soc)
+            logger.info("Déconnexion de %s", self._addresses.pop(client_soc, "?"))
+        self._logged_users.pop(client_soc, None)
+        self._inboxes.pop(client_soc, None)
+        self._outboxes.pop(client_soc, None)
+        self._frame_started.pop(client_soc, None)
+        for state in (self._paused, self._relaying, self._resumable,
+                      self._unsent, self._to_flush):
+            state.discard(client_soc)
+        client_soc.close()
+
+    def _receive(self, client_soc: socket.socket) -> None:
+        """Lit ce que le client a envoyé et traite ses requêtes complètes."""
+        try:
+            data = client_soc.recv(_RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._remove_client(client_soc)
+            return
+        self._inboxes[client_soc] += data
+        self._process_frames(client_soc)
+
+    # Le module glossocket ne sait lire qu'une trame entière d'un seul coup :
+    # lui confier un socket dont la trame n'est pas complète bloquerait tous
+    # les clients, et MSG_PEEK ne voit pas les trames plus grandes que le
+    # tampon du noyau. Les octets sont donc accumulés par client et chaque
+    # trame complète (longueur "!I" de 4 octets, puis le texte UTF-8 du
+    # protocole) est découpée ici ; les réponses passent par send_msg.
+    def _process_frames(self, client_soc: socket.socket) -> None:
+        """Traite, dans l'ordre, chaque trame complète reçue du client."""
+        inbox = self._inboxes[client_soc]
+        start = 0
+        while client_soc not in self._paused and len(inbox) - start >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(inbox, start)
+            if length > self._max_message:
+                logger.warning("Trame de %d octets refusée : connexion fermée.", length)
+                self._remove_client(client_soc)
+                return
+            end = start + _LENGTH.size + length
+            if len(inbox) < end:
+                break
+            frame = bytes(inbox[start + _LENGTH.size:end])
+            start = end
+            self._handle_frame(client_soc, frame)
+            if client_soc not in self._inboxes:
+                return
+        del inbox[:start]
+        if inbox and client_soc not in self._paused:
+            self._frame_started.setdefault(client_soc, time.monotonic())
+        else:
+            self._frame_started.pop(client_soc, None)
+
+    def _drop_stalled_frames(self) -> None:
+        """Ferme les connexions dont une trame reste incomplète trop longtemps."""
+        if not self._frame_started:
+            return
+        deadline = time.monotonic() - self._frame_timeout
+        for client_soc, started in list(self._frame_started.items()):
+            if started <= deadline:
+                logger.warning("Trame incomplète depuis %.0f s : connexion fermée.",
+                               self._frame_timeout)
+                self._remove_client(client_soc)
+
+    def _reply(self, client_soc: socket.socket, message: gloutils.GloMessage) -> None:
+        """Met une réponse en file ; elle part après la synchronisation du tour."""
+        outbox = self._outboxes[client_soc]
+        glossocket.send_msg(outbox, json.dumps(message))
+        self._to_flush.add(client_soc)
+        if len(outbox.data) > _OUTPUT_HIGH_WATER:
+            self._paused.add(client_soc)
+
+    def _flush(self, client_soc: socket.socket) -> None:
+        """Envoie ce que le socket accepte sans bloquer ; garde le reste."""
+        outbox = self._outboxes.get(client_soc)
+        if outbox is None:
+            return
+        try:
+            sent = client_soc.send(outbox.data) if outbox.data else 0
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._remove_client(client_soc)
+            return
+        del outbox.data[:sent]
+        if outbox.data:
+            self._unsent.add(client_soc)
+        else:
+            self._unsent.discard(client_soc)
+        if (client_soc in self._paused and client_soc not in self._relaying
+                and len(outbox.data) <= _OUTPUT_HIGH_WATER):
+            self._resumable.add(client_soc)
+
+    def _resume_clients(self) -> None:
+        """Reprend les requêtes en attente des clients qui ont vidé leurs réponses."""
+        while self._resumable:
+            client_soc = self._resumable.pop()
+            self._paused.discard(client_soc)
+            if client_soc in self._inboxes:
+                self._process_frames(client_soc)
+
+    # ------------------------------------------------------------------
+    # Traitement des requêtes
+    # ------------------------------------------------------------------
+
+    def _handle_frame(self, client_soc: socket.socket, frame: bytes) -> None:
+        """
+        Décode une requête, la confie au traitement prévu pour son en-tête et
+        répond s'il y a lieu. Aucune requête, même malformée, ne fait tomber
+        le serveur : elle reçoit un `ERROR`.
+        """
+        try:
+            message = json.loads(frame.decode("utf-8"))
+        except (ValueError, RecursionError):
+            self._reply(client_soc, _error(INVALID_REQUEST))
+            return
+        header = message.get("header") if isinstance(message, dict) else None
+        route = self._routes.get(header) if type(header) is int else None
+        if route is None:
+            self._reply(client_soc, _error(INVALID_REQUEST))
+            return
+        handler, fields, login_required = route
+        payload = message.get("payload")
+        if login_required and client_soc not in self._logged_users:
+            reply = _error(NOT_LOGGED_IN)
+        elif fields is not None and not _matches(payload, fields):
+            reply = _error(INVALID_REQUEST)
+        else:
+            try:
+                reply = handler(client_soc, payload)
+            except Exception:
+                logger.exception("Échec du traitement de la requête %d", header)
+                reply = _error(INTERNAL_ERROR)
+        if reply is not None:
+            self._reply(client_soc, reply)
+
+    def _create_account(self, client_soc: socket.socket,
+                        payload: gloutils.AuthPayload) -> gloutils.GloMessage:
+        """
+        Crée le compte et connecte le socket, ou renvoie un `ERROR` qui
+        énumère tous les problèmes à la fois.
+        """
+        username, password = payload["username"], payload["password"]
+        problems = []
+        if not self._is_valid_username(username):
+            problems.append("Le nom d'utilisateur est invalide.")
+        elif username.lower() in self._accounts:
+            problems.append("Le nom d'utilisateur est déjà utilisé.")
+        if not _is_strong(password):
+            problems.append("Le mot de passe n'est pas assez sûr.")
+        if problems:
+            return _error("\n- ".join(["La création a échouée:", *problems]))
+        try:
+            self._store_account(username, _password_digest(password))
+        except OSError as ex:
+            logger.error("Création du compte %s impossible : %s", username, ex)
+            return _error(f"La création a échouée:\n- {_write_error(ex).capitalize()}.")
+        self._logged_users[client_soc] = username
+        logger.info("Compte créé : %s", username)
+        return _ok()
+
+    def _login(self, client_soc: socket.socket,
+               payload: gloutils.AuthPayload) -> gloutils.GloMessage:
+        """
+        Connecte le socket si le mot de passe est le bon. Un nom inconnu et
+        un mauvais mot de passe reçoivent la même réponse.
+        """
+        username = self._accounts.get(payload["username"].lower())
+        expected = self._stored_digest(username) if username else None
+        given = _password_digest(payload["password"])
+        if expected is None or not hmac.compare_digest(given, expected):
+            return _error(LOGIN_FAILED)
+        self._logged_users[client_soc] = username
+        logger.info("Connexion de l'utilisateur %s", username)
+        return _ok()
+
+    def _logout(self, client_soc: socket.socket) -> None:
+        """Déconnecte l'utilisateur ; le socket reste ouvert."""
+        self._logged_users.pop(client_soc, None)
+
+    def _handle_logout(self, client_soc: socket.socket, _payload) -> None:
+        """`AUTH_LOGOUT` ne reçoit jamais de réponse."""
+        self._logout(client_soc)
+
+    def _handle_bye(self, client_soc: socket.socket, _payload) -> None:
+        """`BYE` ne reçoit jamais de réponse : le client part."""
+        self._remove_client(client_soc)
+
+    def _get_email_list(self, client_soc: socket.socket) -> gloutils.GloMessage:
+        """Liste des sujets de l'utilisateur, du plus récent au plus ancien."""
+        username = self._logged_users.get(client_soc)
+        if username is None:
+            return _error(NOT_LOGGED_IN)
+        listing = self._mailbox(username).listing()
+        return _ok(gloutils.EmailListPayload(email_list=listing))
+
+    def _handle_email_list(self, client_soc: socket.socket, _payload):
+        """Traitement de `INBOX_READING_REQUEST`."""
+        return self._get_email_list(client_soc)
+
+    def _get_email(self, client_soc: socket.socket,
+                   payload: gloutils.EmailChoicePayload) -> gloutils.GloMessage:
+        """Courriel choisi, numéroté comme dans la liste (#1 = plus récent)."""
+        username = self._logged_users.get(client_soc)
+        if username is None:
+            return _error(NOT_LOGGED_IN)
+        choice = payload["choice"]
+        entry = self._mailbox(username).by_number(choice)
+        if entry is None:
+            return _error(f"Le courriel #{choice} n'existe pas.")
+        content = entry.payload or self._read_email(username, entry.filename)
+        if content is None:
+            return _error(f"Le courriel #{choice} est illisible.")
+        return _ok(content)
+
+    def _get_stats(self, client_soc: socket.socket) -> gloutils.GloMessage:
+        """Nombre de courriels et taille totale du dossier de l'utilisateur."""
+        username = self._logged_users.get(client_soc)
+        if username is None:
+            return _error(NOT_LOGGED_IN)
+        mailbox = self._mailbox(username)
+        return _ok(gloutils.StatsPayload(count=len(mailbox.emails), size=mailbox.size))
+
+    def _handle_stats(self, client_soc: socket.socket, _payload):
+        """Traitement de `STATS_REQUEST`."""
+        return self._get_stats(client_soc)
+
+    def _handle_email_sending(self, client_soc: socket.socket,
+                              payload: gloutils.EmailContentPayload):
+        """
+        Vérifie que l'expéditeur est bien l'utilisateur connecté, puis livre
+        le courriel. Le relais externe se fait hors de la boucle : la réponse
+        part quand il se termine, et le client attend jusque-là.
+        """
+        own_address = f"{self._logged_users[client_soc]}@{gloutils.SERVER_DOMAIN}"
+        if payload["sender"].lower() != own_address.lower():
+            return _error(f"L'expéditeur doit être votre adresse, {own_address}.")
+        if not self._is_external(payload["destination"]):
+            return self._send_email(payload)
+        self._relaying.add(client_soc)
+        self._paused.add(client_soc)
+        future = self._relay_pool.submit(self._relay_external, payload)
+        future.add_done_callback(
+            lambda done: self._relay_finished(client_soc, done))
+        return None
+
+    def _send_email(self, payload: gloutils.EmailContentPayload) -> gloutils.GloMessage:
+        """
+        Livre un courriel : dans le dossier du destinataire s'il est du
+        domaine du serveur, sinon par le relais SMTP.
+        """
+        destination = payload["destination"]
+        address = _ADDRESS.fullmatch(destination)
+        if address is None or len(destination) > _ADDRESS_MAX:
+            return _error(f"L'adresse {_shorten(destination)} n'est pas valide.")
+        local_part, domain = address.groups()
+        if domain.lower() != gloutils.SERVER_DOMAIN:
+            return self._relay_external(payload)
+        return self._deliver_internal(local_part, payload)
+
+    def _deliver_internal(self, local_part: str,
+                          payload: gloutils.EmailContentPayload) -> gloutils.GloMessage:
+        """
+        Écrit le courriel dans le dossier du destinataire ; un destinataire
+        inconnu en laisse une copie dans `LOST` et reçoit un `ERROR`.
+        """
+        email_content = {key: payload[key] for key, _ in _fields(
+            gloutils.EmailContentPayload)}
+        recipient = self._accounts.get(local_part.lower())
+        try:
+            if recipient is None:
+                self._store_lost(email_content)
+            else:
+                self._store_email(recipient, email_content)
+        except OSError as ex:
+            logger.error("Livraison à %s impossible : %s", payload["destination"], ex)
+            return _error(f"Le courriel n'a pas pu être enregistré : {_write_error(ex)}.")
+        if recipient is None:
+            logger.info("Destinataire inconnu %s : courriel placé dans %s",
+                        _shorten(payload["destination"]), gloutils.SERVER_LOST_DIR)
+            return _error(f"Le destinataire {_shorten(payload['destination'])} "
+                          "n'existe pas.")
+        logger.info("Courriel de %s livré à %s", payload["sender"], recipient)
+        return _ok()
+
+    def _is_external(self, destination: str) -> bool:
+        """Vrai pour une adresse bien formée d'un autre domaine que le nôtre."""
+        address = _ADDRESS.fullmatch(destination)
+        return (address is not None and len(destination) <= _ADDRESS_MAX
+                and address.group(2).lower() != gloutils.SERVER_DOMAIN)
+
+    def _relay_finished(self, client_soc: socket.socket,
+                        future: concurrent.futures.Future) -> None:
+        """
+        Appelé dans le fil du relais : remet le résultat à la boucle et la
+        réveille. Seule la boucle touche aux sockets des clients.
+        """
+        if future.cancelled():
+            return
+        self._relay_results.put((client_soc, future.result()))
+        try:
+            self._wakeup_writer.send(b"\0")
+        except OSError:
+            pass  # Un réveil est déjà en attente, ou le serveur s'arrête.
+
+    def _collect_relay_results(self) -> None:
+        """Envoie les réponses des relais terminés et reprend ces clients."""
+        try:
+            while self._wakeup_reader.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        while not self._relay_results.empty():
+            client_soc, reply = self._relay_results.get()
+            if client_soc not in self._inboxes:
+                continue
+            self._relaying.discard(client_soc)
+            self._reply(client_soc, reply)
+            if len(self._outboxes[client_soc].data) <= _OUTPUT_HIGH_WATER:
+                self._paused.discard(client_soc)
+                self._process_frames(client_soc)
+
+    # ------------------------------------------------------------------
+    # Relais SMTP
+    # ------------------------------------------------------------------
+
+    def _relay_external(self, payload: gloutils.EmailContentPayload) -> gloutils.GloMessage:
+        """
+        Confie le courriel au relais SMTP. Toute défaillance (refus,
+        relais injoignable, délai dépassé) devient un `ERROR` en français.
+        """
+        relay = f"{self._smtp_host}:{self._smtp_port}"
+        try:
+            message = self._build_message(payload)
+            with smtplib.SMTP(self._smtp_host, self._smtp_port,
+                              timeout=self._smtp_timeout) as smtp:
+                smtp.send_message(message)
+        except smtplib.SMTPRecipientsRefused:
+            reply = _error(f"Le serveur SMTP a refusé le destinataire "
+                           f"{_shorten(payload['destination'])}.")
+        except smtplib.SMTPResponseException as ex:
+            reply = _error(f"Le serveur SMTP a refusé le courriel ({ex.smtp_code}).")
+        except (TimeoutError, smtplib.SMTPServerDisconnected) as ex:
+            reply = _error(f"Le serveur SMTP {relay} n'a pas répondu à temps."
+                           if self._timed_out(ex)
+                           else f"Le serveur SMTP {relay} a coupé la connexion.")
+        except (OSError, smtplib.SMTPException) as ex:
+            logger.warning("Relais %s injoignable : %s", relay, ex)
+            reply = _error(f"Le serveur SMTP {relay} est injoignable.")
+        except ValueError:
+            reply = _error("Le courriel contient un champ invalide.")
+        else:
+            logger.info("Courriel de %s relayé à %s par %s",
+                        payload["sender"], _shorten(payload["destination"]), relay)
+            return _ok()
+        logger.warning("Échec du relais vers %s : %s",
+                       _shorten(payload["destination"]),
+                       reply["payload"]["error_message"])
+        return reply
+
+    @staticmethod
+    def _timed_out(ex: BaseException) -> bool:
+        """Vrai si l'échec vient d'un délai dépassé (smtplib l'enveloppe)."""
+        while ex is not None:
+            if isinstance(ex, TimeoutError):
+                return True
+            ex = ex.__cause__ or ex.__context__
+        return False
+
+    @staticmethod
+    def _build_message(payload: gloutils.EmailContentPayload) -> email.message.EmailMessage:
+        """
+        Construit le courriel à relayer. Une date illisible est remplacée par
+        l'heure courante : le module `email` laisserait l'en-tête vide.
+        """
+        message = email.message.EmailMessage()
+        message["From"] = payload["sender"]
+        message["To"] = payload["destination"]
+        message["Subject"] = payload["subject"]
+        try:
+            email.utils.parsedate_to_datetime(payload["date"])
+            message["Date"] = payload["date"]
+        except (TypeError, ValueError):
+            message["Date"] = email.utils.formatdate()
+        message.set_content(payload["content"])
+        return message
+
+    # ------------------------------------------------------------------
+    # Stockage sur disque
+    # ------------------------------------------------------------------
+
+    def _prepare_storage(self) -> None:
+        """Crée les dossiers des données au besoin et charge les comptes."""
+        try:
+            os.makedirs(self._lost_dir(), exist_ok=True)
+            self._load_accounts()
+        except OSError as ex:
+            sys.exit(f"Impossible de préparer le dossier {gloutils.SERVER_DATA_DIR} : {ex}")
+
+    @staticmethod
+    def _lost_dir() -> str:
+        return os.path.join(gloutils.SERVER_DATA_DIR, gloutils.SERVER_LOST_DIR)
+
+    @staticmethod
+    def _user_dir(username: str) -> str:
+        return os.path.join(gloutils.SERVER_DATA_DIR, username)
+
+    @staticmethod
+    def _is_valid_username(username: str) -> bool:
+        """Lettres et chiffres ASCII, `_`, `.` et `-` ; ni `.`, `..` ni `LOST`."""
+        return (_USERNAME.fullmatch(username) is not None
+                and username.lower() not in _RESERVED_USERNAMES)
+
+    def _load_accounts(self) -> None:
+        """Retrouve les comptes : chaque dossier valide portant un fichier `pass`."""
+        for entry in sorted(os.scandir(gloutils.SERVER_DATA_DIR), key=lambda e: e.name):
+            if not (entry.is_dir() and self._is_valid_username(entry.name)):
+                continue
+            if not os.path.isfile(os.path.join(entry.path, gloutils.PASSWORD_FILENAME)):
+                continue
+            if entry.name.lower() in self._accounts:
+                logger.warning("Dossier %s ignoré : le compte %s existe déjà.",
+                               entry.name, self._accounts[entry.name.lower()])
+                continue
+            self._accounts[entry.name.lower()] = entry.name
+        logger.info("%d compte(s) chargé(s).", len(self._accounts))
+
+    def _store_account(self, username: str, digest: str) -> None:
+        """Crée le dossier du compte et y écrit l'empreinte du mot de passe."""
+        folder = self._user_dir(username)
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            # Reste d'une création interrompue : le dossier n'a pas de `pass`.
+            pass
+        self._write_file(folder, gloutils.PASSWORD_FILENAME, digest.encode("ascii"))
+        self._dirty_dirs.add(gloutils.SERVER_DATA_DIR)
+        self._accounts[username.lower()] = username
+
+    def _stored_digest(self, username: str) -> typing.Optional[str]:
+        """Empreinte enregistrée du mot de passe, ou None si illisible."""
+        path = os.path.join(self._user_dir(username), gloutils.PASSWORD_FILENAME)
+        try:
+            with open(path, encoding="ascii") as password_file:
+                return password_file.read().strip()
+        except (OSError, ValueError) as ex:
+            logger.error("Empreinte de %s illisible : %s", username, ex)
+            return None
+
+    def _mailbox(self, username: str) -> _Mailbox:
+        """Index de la boîte de l'utilisateur, chargé du disque au premier usage."""
+        mailbox = self._mailboxes.get(username.lower())
+        if mailbox is None:
+            mailbox = self._load_mailbox(username)
+            self._mailboxes[username.lower()] = mailbox
+        return mailbox
+
+    def _load_mailbox(self, username: str) -> _Mailbox:
+        """
+        Reconstruit l'index d'un dossier. Les fichiers temporaires d'une
+        écriture interrompue n'ont jamais été confirmés : ils sont effacés.
+        """
+        folder = self._user_dir(username)
+        mailbox = _Mailbox()
+        for entry in os.scandir(folder):
+            if entry.name.startswith(_TEMP_PREFIX):
+                self._discard_temporary(entry.path)
+                continue
+            size = entry.stat().st_size
+            email_ = None
+            if entry.name.endswith(_EMAIL_SUFFIX):
+                email_ = self._index_entry(entry.path, entry.name, size)
+            if email_ is None:
+                mailbox.size += size
+            else:
+                mailbox.add(email_)
+        logger.info("Boîte de %s chargée : %d courriel(s).", username, len(mailbox.emails))
+        return mailbox
+
+    @staticmethod
+    def _discard_temporary(path: str) -> None:
+        try:
+            os.unlink(path)
+            logger.info("Fichier temporaire abandonné effacé : %s", path)
+        except OSError as ex:
+            logger.warning("Fichier temporaire %s impossible à effacer : %s", path, ex)
+
+    def _index_entry(self, path: str, filename: str, size: int) -> typing.Optional[_Email]:
+        """Entrée d'index d'un fichier de courriel, ou None s'il est illisible."""
+        try:
+            with open(path, encoding="utf-8") as email_file:
+                content = json.load(email_file)
+        except (OSError, ValueError, RecursionError) as ex:
+            logger.warning("Courriel illisible ignoré : %s (%s)", path, ex)
+            return None
+        if not _matches(content, _fields(gloutils.EmailContentPayload)):
+            logger.warning("Courriel mal formé ignoré : %s", path)
+            return None
+        return self._make_entry(filename, size, content)
+
+    @staticmethod
+    def _make_entry(filename: str, size: int, content: dict) -> _Email:
+        """
+        Entrée d'index : triée par date, l'ordre d'arrivée (le nom du fichier)
+        départageant les égalités et plaçant les dates illisibles.
+        """
+        stem = filename[: -len(_EMAIL_SUFFIX)]
+        arrival = int(stem) if stem.isdigit() else 0
+        try:
+            moment = email.utils.parsedate_to_datetime(content["date"])
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=email.utils.datetime.timezone.utc)
+            timestamp = moment.timestamp()
+        except (TypeError, ValueError, OverflowError):
+            timestamp = arrival / 1e9
+        return _Email(
+            sort_key=(timestamp, arrival, filename),
+            filename=filename,
+            size=size,
+            sender=content["sender"],
+            subject=content["subject"],
+            date=content["date"],
+            payload=content if size <= _CACHED_EMAIL_MAX else None,
+        )
+
+    def _read_email(self, username: str, filename: str) -> typing.Optional[dict]:
+        """Relit du disque un courriel trop gros pour rester en mémoire."""
+        path = os.path.join(self._user_dir(username), filename)
+        try:
+            with open(path, encoding="utf-8") as email_file:
+                return json.load(email_file)
+        except (OSError, ValueError) as ex:
+            logger.error("Courriel %s illisible : %s", path, ex)
+            return None
+
+    def _store_email(self, username: str, content: dict) -> None:
+        """Écrit un courriel dans le dossier de l'utilisateur et l'indexe."""
+        mailbox = self._mailbox(username)
+        data = json.dumps(content).encode("utf-8")
+        filename = self._write_new_email(self._user_dir(username), data, mailbox.names)
+        mailbox.add(self._make_entry(filename, len(data), content))
+
+    def _store_lost(self, content: dict) -> None:
+        """Écrit un courriel au destinataire inconnu dans le dossier `LOST`."""
+        self._write_new_email(self._lost_dir(), json.dumps(content).encode("utf-8"), set())
+
+    def _write_new_email(self, folder: str, data: bytes, taken: set) -> str:
+        """
+        Écrit `data` sous un nom neuf, tiré de l'heure d'arrivée (en
+        nanosecondes), et renvoie ce nom. Le lien dur ne remplace jamais un
+        fichier existant, même si l'horloge a reculé depuis un redémarrage.
+        """
+        temporary = self._write_temporary(folder, data)
+        try:
+            while True:
+                filename = f"{self._next_arrival():020d}{_EMAIL_SUFFIX}"
+                if filename in taken:
+                    continue
+                try:
+                    os.link(temporary, os.path.join(folder, filename))
+                    break
+                except FileExistsError:
+                    continue
+        finally:
+            self._discard_quietly(temporary)
+        self._dirty_dirs.add(folder)
+        return filename
+
+    def _write_file(self, folder: str, filename: str, data: bytes) -> None:
+        """Écrit `data` dans `folder/filename` d'un coup (remplacement atomique)."""
+        temporary = self._write_temporary(folder, data)
+        try:
+            os.replace(temporary, os.path.join(folder, filename))
+        except OSError:
+            self._discard_quietly(temporary)
+            raise
+        self._dirty_dirs.add(folder)
+
+    def _write_temporary(self, folder: str, data: bytes) -> str:
+        """
+        Écrit et synchronise `data` dans un fichier caché du dossier : un
+        arrêt brutal n'y laisse jamais qu'un temporaire, jamais listé.
+        """
+        path = os.path.join(folder, f"{_TEMP_PREFIX}{self._next_arrival()}")
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with open(descriptor, "wb", closefd=True) as temporary_file:
+                temporary_file.write(data)
+                temporary_file.flush()
+                os.fsync(temporary_file.fileno())
+        except OSError:
+            self._discard_quietly(path)
+            raise
+        return path
+
+    @staticmethod
+    def _discard_quietly(path: str) -> None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+    def _next_arrival(self) -> int:
+        """Horodatage d'arrivée en nanosecondes, strictement croissant."""
+        self._last_arrival = max(time.time_ns(), self._last_arrival + 1)
+        return self._last_arrival
+
+    def _commit_storage(self) -> None:
+        """
+        Synchronise les dossiers modifiés pendant le tour, une fois chacun,
+        pour que les renommages survivent à une panne avant tout `OK`.
+        """
+        while self._dirty_dirs:
+            folder = self._dirty_dirs.pop()
+            try:
+                descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(descriptor)
+                finally:
+                    os.close(descriptor)
+            except OSError as ex:
+                logger.error("Synchronisation du dossier %s impossible : %s", folder, ex)
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Serveur de courriels @glo2000.ca.")
+    parser.add_argument("--host", default="",
+                        help="Adresse IPv4 d'écoute (défaut : toutes les interfaces).")
+    parser.add_argument("--port", type=int, default=gloutils.APP_PORT,
+                        help=f"Port d'écoute (défaut : {gloutils.APP_PORT}).")
+    parser.add_argument("--smtp-host", default=gloutils.SMTP_SERVER,
+                        help=f"Relais SMTP du courriel externe (défaut : {gloutils.SMTP_SERVER}).")
+    parser.add_argument("--smtp-port", type=int, default=SMTP_PORT,
+                        help=f"Port du relais SMTP (défaut : {SMTP_PORT}).")
+    parser.add_argument("--smtp-timeout", type=float, default=DEFAULT_SMTP_TIMEOUT,
+                        help="Délai du relais SMTP, en secondes (défaut : %(default)s).")
+    parser.add_argument("--frame-timeout", type=float, default=DEFAULT_FRAME_TIMEOUT,
+                        help="Délai accordé à une trame incomplète, en secondes "
+                             "(défaut : %(default)s).")
+    parser.add_argument("--max-message", type=int, default=DEFAULT_MAX_MESSAGE,
+                        help="Taille maximale d'un message, en octets (défaut : %(default)s).")
+    parser.add_argument("--max-clients", type=int, default=DEFAULT_MAX_CLIENTS,
+                        help="Nombre maximal de connexions simultanées "
+                             "(défaut : %(default)s).")
+    return parser.parse_args()
+
+
+def _main() -> int:
+    args = _parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    server = Server(
+        args.host,
+        args.port,
+        smtp_host=args.smtp_host,
+        smtp_port=args.smtp_port,
+        smtp_timeout=args.smtp_timeout,
+        frame_timeout=args.frame_timeout,
+        max_message=args.max_message,
+        max_clients=args.max_clients,
+    )
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        server.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
