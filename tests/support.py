@@ -1,0 +1,284 @@
+"""
+Outils communs aux tests : ports libres, serveur lancé comme un vrai
+processus dans un dossier temporaire, client brut du protocole et petit
+récepteur SMTP sur 127.0.0.1.
+"""
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import glossocket  # noqa: E402
+import gloutils  # noqa: E402
+
+SERVER_SCRIPT = ROOT / "TP4_server.py"
+CLIENT_SCRIPT = ROOT / "TP4_client.py"
+LOOPBACK = "127.0.0.1"
+STRONG_PASSWORD = "Motdepasse123"
+
+
+def free_port() -> int:
+    """Un port TCP libre sur 127.0.0.1 (le système le choisit)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    """Attend qu'un serveur accepte les connexions sur `port`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Rien n'écoute sur le port {port}.")
+            time.sleep(0.02)
+
+
+class ServerProcess:
+    """
+    `TP4_server.py` lancé comme un processus, dans `workdir` (un dossier
+    temporaire neuf par défaut), sur un port libre. S'utilise avec `with` :
+    le processus est toujours arrêté et le dossier effacé à la sortie.
+    """
+
+    def __init__(self, *extra_args: str, workdir: "str | None" = None,
+                 port: "int | None" = None) -> None:
+        self._own_dir = None
+        if workdir is None:
+            self._own_dir = tempfile.TemporaryDirectory(prefix="glo-test-")
+            workdir = self._own_dir.name
+        self.workdir = Path(workdir)
+        self.data_dir = self.workdir / gloutils.SERVER_DATA_DIR
+        self.port = port or free_port()
+        self.extra_args = extra_args
+        self.process: "subprocess.Popen | None" = None
+        self.log_path = self.workdir / "server.log"
+
+    def start(self) -> "ServerProcess":
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, str(SERVER_SCRIPT), "--host", LOOPBACK,
+             "--port", str(self.port), *self.extra_args],
+            cwd=self.workdir, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        try:
+            wait_for_port(self.port)
+        except TimeoutError:
+            self.stop()
+            raise
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """Arrêt brutal (SIGKILL), comme une panne."""
+        if self.alive():
+            self.process.send_signal(signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        """Arrêt propre (SIGINT, comme Ctrl-C), puis brutal au besoin."""
+        if self.alive():
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.process is not None:
+            self.process.wait(timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        if self._own_dir is not None:
+            self._own_dir.cleanup()
+
+
+class RawClient:
+    """Client brut : envoie et reçoit des `GloMessage` avec glossocket."""
+
+    def __init__(self, port: int, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
+
+    def send(self, header, payload=None) -> None:
+        message = {"header": int(header)}
+        if payload is not None:
+            message["payload"] = payload
+        glossocket.send_msg(self.sock, json.dumps(message))
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send_text(self, text: str) -> None:
+        glossocket.send_msg(self.sock, text)
+
+    def recv(self) -> dict:
+        return json.loads(glossocket.recv_msg(self.sock))
+
+    def request(self, header, payload=None) -> dict:
+        self.send(header, payload)
+        return self.recv()
+
+    def register(self, username: str, password: str = STRONG_PASSWORD) -> dict:
+        return self.request(gloutils.Headers.AUTH_REGISTER,
+                            {"username": username, "password": password})
+
+    def login(self, username: str, password: str = STRONG_PASSWORD) -> dict:
+        return self.request(gloutils.Headers.AUTH_LOGIN,
+                            {"username": username, "password": password})
+
+    def send_email(self, sender: str, destination: str, subject: str = "Sujet",
+                   content: str = "Contenu", date: "str | None" = None) -> dict:
+        return self.request(gloutils.Headers.EMAIL_SENDING, {
+            "sender": sender, "destination": destination, "subject": subject,
+            "date": date or gloutils.get_current_utc_time(), "content": content})
+
+    def nothing_received(self, wait: float = 0.3) -> bool:
+        """Vrai si rien n'arrive pendant `wait` secondes, connexion ouverte."""
+        self.sock.settimeout(wait)
+        try:
+            self.sock.recv(1)
+        except socket.timeout:
+            return True
+        finally:
+            self.sock.settimeout(10.0)
+        return False
+
+    def closed_by_server(self, wait: float = 5.0) -> bool:
+        """Vrai si le serveur ferme la connexion dans les `wait` secondes."""
+        self.sock.settimeout(wait)
+        try:
+            while self.sock.recv(65536):
+                pass
+            return True
+        except socket.timeout:
+            return False
+        except OSError:
+            return True
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def __enter__(self) -> "RawClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _SMTPHandler(socketserver.StreamRequestHandler):
+    """Dialogue SMTP minimal : juste ce que smtplib envoie pour un courriel."""
+
+    def reply(self, line: str) -> None:
+        self.wfile.write(line.encode("ascii") + b"\r\n")
+
+    def handle(self) -> None:
+        receiver: SMTPReceiver = self.server.receiver
+        if receiver.mode == "silent":
+            receiver.silent_event.wait(30)
+            return
+        self.reply("220 localhost ESMTP test")
+        envelope = {"mail_from": None, "rcpt_to": [], "data": b""}
+        while True:
+            line = self.rfile.readline()
+            if not line:
+                return
+            command = line.decode("ascii", "replace").strip()
+            verb = command[:4].upper()
+            if verb in ("EHLO", "HELO"):
+                self.reply("250 localhost")
+            elif verb == "MAIL":
+                envelope["mail_from"] = command[10:]
+                self.reply("250 OK")
+            elif verb == "RCPT":
+                if receiver.mode == "refuse":
+                    self.reply("550 Destinataire refusé")
+                    continue
+                envelope["rcpt_to"].append(command[8:])
+                self.reply("250 OK")
+            elif verb == "DATA":
+                self.reply("354 Fin par <CRLF>.<CRLF>")
+                data = bytearray()
+                while True:
+                    chunk = self.rfile.readline()
+                    if chunk in (b".\r\n", b""):
+                        break
+                    data += chunk[1:] if chunk.startswith(b"..") else chunk
+                envelope["data"] = bytes(data)
+                receiver.messages.append(dict(envelope))
+                self.reply("250 OK")
+            elif verb == "QUIT":
+                self.reply("221 Au revoir")
+                return
+            elif verb == "RSET":
+                self.reply("250 OK")
+            else:
+                self.reply("502 Commande inconnue")
+
+
+class _ThreadingTCPServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class SMTPReceiver:
+    """
+    Récepteur SMTP sur 127.0.0.1, dans un fil. `mode` : "accept" (garde
+    chaque courriel dans `messages`), "refuse" (550 à RCPT) ou "silent"
+    (accepte la connexion puis ne dit jamais rien).
+    """
+
+    def __init__(self, mode: str = "accept") -> None:
+        self.mode = mode
+        self.messages: list[dict] = []
+        self.silent_event = threading.Event()
+        self._server = _ThreadingTCPServer((LOOPBACK, 0), _SMTPHandler)
+        self._server.receiver = self
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self) -> "SMTPReceiver":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.silent_event.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def process_fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def process_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
