@@ -46,7 +46,7 @@ SELECT_FD_LIMIT = 1024
 DEFAULT_MAX_CLIENTS = 1000
 
 _LENGTH = struct.Struct("!I")
-_RECV_SIZE = 256 * 1024
+_RECV_SIZE = 64 * 1024
 # Au-delà de ce volume de réponses non lues, on cesse de lire le client :
 # celui qui ne lit pas ses réponses ne peut pas faire grossir la mémoire.
 _OUTPUT_HIGH_WATER = 256 * 1024
@@ -99,6 +99,9 @@ def _fields(payload_class) -> tuple:
     return tuple(typing.get_type_hints(payload_class).items())
 
 
+_EMAIL_FIELDS = _fields(gloutils.EmailContentPayload)
+
+
 def _matches(payload, fields: tuple) -> bool:
     """
     Vérifie que `payload` est un dictionnaire portant chaque clé de `fields`
@@ -115,17 +118,26 @@ def _shorten(text: str, limit: int = 80) -> str:
 
 
 def _password_digest(password: str) -> str:
-    """Empreinte sha3-512 (hexadécimale) d'un mot de passe encodé en UTF-8."""
-    return hashlib.sha3_512(password.encode("utf-8")).hexdigest()
+    """
+    Empreinte sha3-512 (hexadécimale) d'un mot de passe encodé en UTF-8. Une
+    moitié de paire de substitution (permise par JSON) n'a pas d'UTF-8 :
+    `surrogatepass` l'encode quand même au lieu de lever une exception. Un tel
+    mot de passe est refusé à la création, donc ne correspond à aucun compte.
+    """
+    return hashlib.sha3_512(password.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _is_strong(password: str) -> bool:
-    """Au moins 10 caractères dont un chiffre, une minuscule et une majuscule."""
+    """
+    Au moins 10 caractères dont un chiffre, une minuscule et une majuscule,
+    et aucune moitié de paire de substitution (elle n'a pas d'UTF-8).
+    """
     return (
         len(password) >= 10
         and any(char.isdecimal() for char in password)
         and any(char.islower() for char in password)
         and any(char.isupper() for char in password)
+        and not any("\ud800" <= char <= "\udfff" for char in password)
     )
 
 
@@ -262,8 +274,7 @@ class Server:
             gloutils.Headers.INBOX_READING_CHOICE: (
                 self._get_email, _fields(gloutils.EmailChoicePayload), True),
             gloutils.Headers.EMAIL_SENDING: (
-                self._handle_email_sending,
-                _fields(gloutils.EmailContentPayload), True),
+                self._handle_email_sending, _EMAIL_FIELDS, True),
             gloutils.Headers.STATS_REQUEST: (self._handle_stats, None, True),
         }
 
@@ -279,7 +290,9 @@ class Server:
         self._relay_results: queue.SimpleQueue = queue.SimpleQueue()
         self._relay_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=_RELAY_WORKERS, thread_name_prefix="relais-smtp")
-        logger.info("En écoute sur %s:%d", *self._server_socket.getsockname()[:2])
+        # Rien n'est journalisé avant l'écoute : un échec tient en une ligne.
+        logger.info("En écoute sur %s:%d, %d compte(s) chargé(s).",
+                    *self._server_socket.getsockname()[:2], len(self._accounts))
 
     # ------------------------------------------------------------------
     # Boucle, connexions et découpage des messages
@@ -324,9 +337,16 @@ class Server:
         logger.info("Serveur arrêté.")
 
     def run(self) -> None:
-        """Sert les clients jusqu'à l'interruption du programme."""
+        """
+        Sert les clients jusqu'à l'interruption du programme. Une erreur
+        imprévue est journalisée et le service continue : un défaut ne doit
+        pas couper tous les clients.
+        """
         while True:
-            self._serve_once()
+            try:
+                self._serve_once()
+            except Exception:
+                logger.exception("Erreur imprévue dans la boucle du serveur")
 
     def _serve_once(self) -> None:
         """
@@ -456,10 +476,11 @@ class Server:
             if client_soc not in self._inboxes:
                 return
         del inbox[:start]
-        if inbox and client_soc not in self._paused:
-            self._frame_started.setdefault(client_soc, time.monotonic())
-        else:
+        if not inbox or client_soc in self._paused:
             self._frame_started.pop(client_soc, None)
+        elif start or client_soc not in self._frame_started:
+            # Une nouvelle trame commence : son échéance part de maintenant.
+            self._frame_started[client_soc] = time.monotonic()
 
     def _drop_stalled_frames(self) -> None:
         """Ferme les connexions dont une trame reste incomplète trop longtemps."""
@@ -674,8 +695,7 @@ class Server:
         Écrit le courriel dans le dossier du destinataire ; un destinataire
         inconnu en laisse une copie dans `LOST` et reçoit un `ERROR`.
         """
-        email_content = {key: payload[key] for key, _ in _fields(
-            gloutils.EmailContentPayload)}
+        email_content = {key: payload[key] for key, _ in _EMAIL_FIELDS}
         recipient = self._accounts.get(local_part.lower())
         try:
             if recipient is None:
@@ -707,7 +727,12 @@ class Server:
         """
         if future.cancelled():
             return
-        self._relay_results.put((client_soc, future.result()))
+        try:
+            reply = future.result()
+        except Exception:
+            logger.exception("Échec inattendu du relais SMTP")
+            reply = _error(INTERNAL_ERROR)
+        self._relay_results.put((client_soc, reply))
         try:
             self._wakeup_writer.send(b"\0")
         except OSError:
@@ -833,17 +858,30 @@ class Server:
                                entry.name, self._accounts[entry.name.lower()])
                 continue
             self._accounts[entry.name.lower()] = entry.name
-        logger.info("%d compte(s) chargé(s).", len(self._accounts))
 
     def _store_account(self, username: str, digest: str) -> None:
-        """Crée le dossier du compte et y écrit l'empreinte du mot de passe."""
+        """
+        Crée le dossier du compte et y écrit l'empreinte du mot de passe. Si
+        l'écriture échoue (disque plein...), le dossier créé ici est retiré :
+        un refus ne laisse rien derrière lui.
+        """
         folder = self._user_dir(username)
+        created = False
         try:
             os.mkdir(folder)
+            created = True
         except FileExistsError:
             # Reste d'une création interrompue : le dossier n'a pas de `pass`.
             pass
-        self._write_file(folder, gloutils.PASSWORD_FILENAME, digest.encode("ascii"))
+        try:
+            self._write_file(folder, gloutils.PASSWORD_FILENAME, digest.encode("ascii"))
+        except OSError:
+            if created:
+                try:
+                    os.rmdir(folder)
+                except OSError:
+                    pass
+            raise
         self._dirty_dirs.add(gloutils.SERVER_DATA_DIR)
         self._accounts[username.lower()] = username
 
@@ -903,7 +941,7 @@ class Server:
         except (OSError, ValueError, RecursionError) as ex:
             logger.warning("Courriel illisible ignoré : %s (%s)", path, ex)
             return None
-        if not _matches(content, _fields(gloutils.EmailContentPayload)):
+        if not _matches(content, _EMAIL_FIELDS):
             logger.warning("Courriel mal formé ignoré : %s", path)
             return None
         return self._make_entry(filename, size, content)

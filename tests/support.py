@@ -5,6 +5,9 @@ récepteur SMTP sur 127.0.0.1.
 """
 
 import contextlib
+import email
+import email.message
+import email.policy
 import json
 import os
 import signal
@@ -27,6 +30,32 @@ SERVER_SCRIPT = ROOT / "TP4_server.py"
 CLIENT_SCRIPT = ROOT / "TP4_client.py"
 LOOPBACK = "127.0.0.1"
 STRONG_PASSWORD = "Motdepasse123"
+
+# Le courriel de l'énoncé et son affichage par `EMAIL_DISPLAY`.
+HANDOUT_EMAIL = {
+    "sender": "Qing.Long@glo2000.ca",
+    "destination": "kohryu@glo2000.ca",
+    "subject": "Bonjour!",
+    "date": "Tue, 12 Jul 2022 19:21:57 +0000",
+    "content": "Exemple de contenu\nSur plusieurs lignes",
+}
+HANDOUT_EMAIL_TEXT = (
+    "De : Qing.Long@glo2000.ca\n"
+    "À : kohryu@glo2000.ca\n"
+    "Sujet : Bonjour!\n"
+    "Date : Tue, 12 Jul 2022 19:21:57 +0000\n"
+    "----------------------------------------\n"
+    "Exemple de contenu\n"
+    "Sur plusieurs lignes\n"
+)
+# Réponse du serveur, identique pour un nom inconnu et un mauvais mot de passe.
+LOGIN_FAILED = "Nom d'utilisateur ou mot de passe invalide."
+# Taille du fichier `pass` : l'empreinte sha3-512 en hexadécimal.
+DIGEST_SIZE = 128
+# Une date de `gloutils.get_current_utc_time()`, p. ex. Tue, 12 Jul 2022 19:21:57 +0000.
+DATE_PATTERN = (r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} "
+                r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
+                r"\d{4} \d{2}:\d{2}:\d{2} \+0000")
 
 
 def free_port() -> int:
@@ -178,6 +207,24 @@ class RawClient:
         except OSError:
             return True
 
+    def received_until_closed(self, wait: float = 5.0) -> "bytes | None":
+        """
+        Octets reçus jusqu'à ce que le serveur ferme la connexion, ou None
+        s'il la garde ouverte plus de `wait` secondes.
+        """
+        self.sock.settimeout(wait)
+        data = bytearray()
+        try:
+            while chunk := self.sock.recv(65536):
+                data += chunk
+        except socket.timeout:
+            return None
+        except OSError:
+            pass
+        finally:
+            self.sock.settimeout(10.0)
+        return bytes(data)
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
@@ -215,7 +262,7 @@ class _SMTPHandler(socketserver.StreamRequestHandler):
                 self.reply("250 OK")
             elif verb == "RCPT":
                 if receiver.mode == "refuse":
-                    self.reply("550 Destinataire refusé")
+                    self.reply("550 Destinataire refuse")
                     continue
                 envelope["rcpt_to"].append(command[8:])
                 self.reply("250 OK")
@@ -270,6 +317,26 @@ class SMTPReceiver:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+def relayed_message(envelope: dict) -> email.message.EmailMessage:
+    """Courriel reçu par `SMTPReceiver`, décodé par le module `email`."""
+    return email.message_from_bytes(envelope["data"], policy=email.policy.default)
+
+
+def assert_relayed(test, envelope: dict, payload: dict) -> None:
+    """Vérifie l'enveloppe, les en-têtes et le corps d'un courriel relayé."""
+    test.assertIn(payload["sender"], envelope["mail_from"])
+    test.assertEqual(len(envelope["rcpt_to"]), 1)
+    test.assertIn(payload["destination"], envelope["rcpt_to"][0])
+    message = relayed_message(envelope)
+    test.assertEqual(message["From"], payload["sender"])
+    test.assertEqual(message["To"], payload["destination"])
+    test.assertEqual(message["Subject"], payload["subject"])
+    test.assertEqual(message["Date"], payload["date"])
+    # `set_content` termine le corps par un saut de ligne ; SMTP le code en CRLF.
+    test.assertEqual(message.get_content().replace("\r\n", "\n"),
+                     payload["content"] + "\n")
 
 
 def process_fd_count(pid: int) -> int:
