@@ -15,6 +15,7 @@ import concurrent.futures
 import email.message
 import email.utils
 import errno
+import functools
 import hashlib
 import hmac
 import json
@@ -24,10 +25,12 @@ import queue
 import re
 import resource
 import select
+import signal
 import smtplib
 import socket
 import struct
 import sys
+import threading
 import time
 import typing
 
@@ -44,6 +47,9 @@ DEFAULT_MAX_MESSAGE = 10 * 1024 * 1024
 # couvre l'écoute, le réveil, les sockets SMTP des relais et les fichiers.
 SELECT_FD_LIMIT = 1024
 DEFAULT_MAX_CLIENTS = 1000
+# Descripteurs gardés hors des clients : écoute, réveil, sockets des relais,
+# fichiers ouverts pendant un tour, et la connexion acceptée pour être refusée.
+_RESERVED_DESCRIPTORS = 32
 
 _LENGTH = struct.Struct("!I")
 _RECV_SIZE = 64 * 1024
@@ -51,6 +57,13 @@ _RECV_SIZE = 64 * 1024
 # celui qui ne lit pas ses réponses ne peut pas faire grossir la mémoire.
 _OUTPUT_HIGH_WATER = 256 * 1024
 _RELAY_WORKERS = 8
+# Pause des acceptations après un échec d'accept() (EMFILE, ENFILE,
+# ENOBUFS...) : sans elle, le socket d'écoute resterait prêt et la boucle
+# tournerait à vide.
+_ACCEPT_BACKOFF = 0.1
+# Les livraisons se font en parallèle : des fsync simultanés partagent les
+# validations du journal du système de fichiers (2 à 3 fois plus de débit).
+_DISK_WORKERS = 8
 # Les courriels plus gros restent sur le disque et sont relus à la demande.
 _CACHED_EMAIL_MAX = 16 * 1024
 
@@ -132,18 +145,45 @@ def _is_strong(password: str) -> bool:
     Au moins 10 caractères dont un chiffre, une minuscule et une majuscule,
     et aucune moitié de paire de substitution (elle n'a pas d'UTF-8).
     """
+    # Un parcours de l'ensemble des caractères : un mot de passe de
+    # plusieurs mégaoctets ne retient pas la boucle.
+    characters = set(password)
     return (
         len(password) >= 10
-        and any(char.isdecimal() for char in password)
-        and any(char.islower() for char in password)
-        and any(char.isupper() for char in password)
-        and not any("\ud800" <= char <= "\udfff" for char in password)
+        and any(char.isdecimal() for char in characters)
+        and any(char.islower() for char in characters)
+        and any(char.isupper() for char in characters)
+        and not any("\ud800" <= char <= "\udfff" for char in characters)
     )
 
 
 def _write_error(ex: OSError) -> str:
     """Traduit une erreur d'écriture en quelques mots pour l'utilisateur."""
     return _WRITE_ERRORS.get(ex.errno, "erreur d'écriture sur le disque")
+
+
+def _is_valid_address(destination: str) -> bool:
+    """Vrai pour une adresse de la forme `utilisateur@domaine`."""
+    return len(destination) <= _ADDRESS_MAX and _ADDRESS.fullmatch(destination) is not None
+
+
+def _invalid_address(destination: str) -> gloutils.GloMessage:
+    return _error(f"L'adresse {_shorten(destination)} n'est pas valide.")
+
+
+def _is_external(destination: str) -> bool:
+    """Vrai pour une adresse valide d'un autre domaine que celui du serveur."""
+    return destination.rpartition("@")[2].lower() != gloutils.SERVER_DOMAIN
+
+
+def _email_content(payload: gloutils.EmailContentPayload) -> dict:
+    """Les cinq champs d'un courriel, dans l'ordre du protocole."""
+    return {key: payload[key] for key, _ in _EMAIL_FIELDS}
+
+
+def _future_reply(future: concurrent.futures.Future) -> gloutils.GloMessage:
+    """Réponse toute faite d'un travail hors de la boucle (le relais SMTP)."""
+    return future.result()
 
 
 class _Outbox:
@@ -252,15 +292,16 @@ class Server:
         self._outboxes: dict[socket.socket, _Outbox] = {}
         self._frame_started: dict[socket.socket, float] = {}
         self._paused: set[socket.socket] = set()
-        self._relaying: set[socket.socket] = set()
+        self._waiting: set[socket.socket] = set()
         self._resumable: set[socket.socket] = set()
         self._unsent: set[socket.socket] = set()
         self._to_flush: set[socket.socket] = set()
 
         self._accounts: dict[str, str] = {}
         self._mailboxes: dict[str, _Mailbox] = {}
-        self._dirty_dirs: set[str] = set()
+        self._accept_resumes_at = 0.0
         self._last_arrival = 0
+        self._arrival_lock = threading.Lock()
 
         self._routes = {
             gloutils.Headers.AUTH_REGISTER: (
@@ -279,7 +320,7 @@ class Server:
         }
 
         self._prepare_storage()
-        self._raise_descriptor_limit()
+        self._fit_max_clients(self._raise_descriptor_limit())
         try:
             self._server_socket = self._listen(host, port)
         except OSError as ex:
@@ -287,12 +328,17 @@ class Server:
         self._wakeup_reader, self._wakeup_writer = socket.socketpair()
         self._wakeup_reader.setblocking(False)
         self._wakeup_writer.setblocking(False)
-        self._relay_results: queue.SimpleQueue = queue.SimpleQueue()
+        self._finished_work: queue.SimpleQueue = queue.SimpleQueue()
         self._relay_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=_RELAY_WORKERS, thread_name_prefix="relais-smtp")
+        self._disk_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=_DISK_WORKERS, thread_name_prefix="livraison")
         # Rien n'est journalisé avant l'écoute : un échec tient en une ligne.
         logger.info("En écoute sur %s:%d, %d compte(s) chargé(s).",
                     *self._server_socket.getsockname()[:2], len(self._accounts))
+        if self._max_clients < max_clients:
+            logger.warning("Limite de descripteurs trop basse : %d client(s) au plus "
+                           "au lieu de %d.", self._max_clients, max_clients)
 
     # ------------------------------------------------------------------
     # Boucle, connexions et découpage des messages
@@ -313,24 +359,37 @@ class Server:
         return server_socket
 
     @staticmethod
-    def _raise_descriptor_limit() -> None:
+    def _raise_descriptor_limit() -> int:
         """
         Relève la limite souple de descripteurs au-dessus de celle de
         select() : c'est `max_clients` qui refuse les connexions en trop,
         jamais un `accept()` en échec qui laisserait la boucle tourner à vide.
+        Renvoie la limite obtenue.
         """
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         wanted = 4 * SELECT_FD_LIMIT
         if soft != resource.RLIM_INFINITY and soft < wanted:
             if hard != resource.RLIM_INFINITY:
                 wanted = min(wanted, hard)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), hard))
+            soft = max(soft, wanted)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        return sys.maxsize if soft == resource.RLIM_INFINITY else soft
+
+    def _fit_max_clients(self, descriptors: int) -> None:
+        """
+        Abaisse `max_clients` si la limite dure de descripteurs ne peut le
+        contenir : la connexion en trop reçoit alors le `ERROR` « serveur
+        plein », au lieu d'un `accept()` en échec (EMFILE) répété sans fin.
+        """
+        room = max(1, descriptors - _RESERVED_DESCRIPTORS)
+        self._max_clients = min(self._max_clients, room)
 
     def cleanup(self) -> None:
         """Ferme toutes les connexions, le socket d'écoute et les relais."""
         for client_soc in list(self._client_socs):
             self._remove_client(client_soc)
         self._relay_pool.shutdown(wait=False, cancel_futures=True)
+        self._disk_pool.shutdown(wait=True)
         self._server_socket.close()
         self._wakeup_reader.close()
         self._wakeup_writer.close()
@@ -350,12 +409,14 @@ class Server:
 
     def _serve_once(self) -> None:
         """
-        Un tour de boucle : lire ce qui est prêt, traiter les requêtes
-        complètes, synchroniser les écritures du tour, puis seulement
-        envoyer les réponses (un `OK` ne part qu'une fois le courriel sur
-        le disque).
+        Un tour de boucle : envoyer ce que les sockets acceptent, lire ce
+        qui est prêt, traiter les requêtes complètes et répondre. Les
+        livraisons et les relais se terminent hors de la boucle ; leurs
+        réponses arrivent par le socket de réveil.
         """
-        readers = [self._server_socket, self._wakeup_reader]
+        readers = [self._wakeup_reader]
+        if self._is_accepting():
+            readers.append(self._server_socket)
         if self._paused:
             readers += [soc for soc in self._client_socs if soc not in self._paused]
         else:
@@ -369,10 +430,9 @@ class Server:
             if ready is self._server_socket:
                 self._accept_client()
             elif ready is self._wakeup_reader:
-                self._collect_relay_results()
+                self._collect_finished_work()
             elif ready in self._inboxes:
                 self._receive(ready)
-        self._commit_storage()
         while self._to_flush:
             self._flush(self._to_flush.pop())
         self._drop_stalled_frames()
@@ -381,10 +441,21 @@ class Server:
         """Délai d'attente jusqu'à la prochaine échéance de trame, s'il y en a."""
         if self._resumable:
             return 0
-        if not self._frame_started:
+        deadlines = []
+        if self._frame_started:
+            deadlines.append(min(self._frame_started.values()) + self._frame_timeout)
+        if self._accept_resumes_at:
+            deadlines.append(self._accept_resumes_at)
+        if not deadlines:
             return None
-        oldest = min(self._frame_started.values())
-        return max(0.0, oldest + self._frame_timeout - time.monotonic())
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _is_accepting(self) -> bool:
+        """Faux pendant la courte pause qui suit un échec d'accept()."""
+        if self._accept_resumes_at and time.monotonic() < self._accept_resumes_at:
+            return False
+        self._accept_resumes_at = 0.0
+        return True
 
     def _accept_client(self) -> None:
         """
@@ -395,10 +466,11 @@ class Server:
         for _ in range(64):
             try:
                 client_soc, address = self._server_socket.accept()
-            except (BlockingIOError, InterruptedError):
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return
             except OSError as ex:
-                logger.warning("Connexion refusée : %s", ex)
+                logger.warning("Connexions suspendues %.1f s : %s", _ACCEPT_BACKOFF, ex)
+                self._accept_resumes_at = time.monotonic() + _ACCEPT_BACKOFF
                 return
             if (len(self._client_socs) >= self._max_clients
                     or client_soc.fileno() >= SELECT_FD_LIMIT):
@@ -432,7 +504,7 @@ class Server:
         self._inboxes.pop(client_soc, None)
         self._outboxes.pop(client_soc, None)
         self._frame_started.pop(client_soc, None)
-        for state in (self._paused, self._relaying, self._resumable,
+        for state in (self._paused, self._waiting, self._resumable,
                       self._unsent, self._to_flush):
             state.discard(client_soc)
         client_soc.close()
@@ -518,7 +590,7 @@ class Server:
             self._unsent.add(client_soc)
         else:
             self._unsent.discard(client_soc)
-        if (client_soc in self._paused and client_soc not in self._relaying
+        if (client_soc in self._paused and client_soc not in self._waiting
                 and len(outbox.data) <= _OUTPUT_HIGH_WATER):
             self._resumable.add(client_soc)
 
@@ -660,96 +732,140 @@ class Server:
                               payload: gloutils.EmailContentPayload):
         """
         Vérifie que l'expéditeur est bien l'utilisateur connecté, puis livre
-        le courriel. Le relais externe se fait hors de la boucle : la réponse
-        part quand il se termine, et le client attend jusque-là.
+        le courriel hors de la boucle : écriture sur le disque ou relais
+        SMTP. La réponse part quand le travail se termine, et les requêtes
+        suivantes du client attendent jusque-là.
         """
         own_address = f"{self._logged_users[client_soc]}@{gloutils.SERVER_DOMAIN}"
         if payload["sender"].lower() != own_address.lower():
             return _error(f"L'expéditeur doit être votre adresse, {own_address}.")
-        if not self._is_external(payload["destination"]):
-            return self._send_email(payload)
-        self._relaying.add(client_soc)
-        self._paused.add(client_soc)
-        future = self._relay_pool.submit(self._relay_external, payload)
-        future.add_done_callback(
-            lambda done: self._relay_finished(client_soc, done))
+        destination = payload["destination"]
+        if not _is_valid_address(destination):
+            return _invalid_address(destination)
+        if _is_external(destination):
+            self._run_off_loop(client_soc, self._relay_pool,
+                               functools.partial(self._relay_external, payload),
+                               _future_reply)
+            return None
+        recipient = self._recipient(destination)
+        folder, data = self._delivery_file(recipient, payload)
+        self._run_off_loop(client_soc, self._disk_pool,
+                           functools.partial(self._write_new_email, folder, data),
+                           functools.partial(self._delivery_reply, payload, recipient, len(data)))
         return None
 
     def _send_email(self, payload: gloutils.EmailContentPayload) -> gloutils.GloMessage:
         """
         Livre un courriel : dans le dossier du destinataire s'il est du
-        domaine du serveur, sinon par le relais SMTP.
+        domaine du serveur (dans `LOST` s'il n'existe pas), sinon par le
+        relais SMTP.
         """
         destination = payload["destination"]
-        address = _ADDRESS.fullmatch(destination)
-        if address is None or len(destination) > _ADDRESS_MAX:
-            return _error(f"L'adresse {_shorten(destination)} n'est pas valide.")
-        local_part, domain = address.groups()
-        if domain.lower() != gloutils.SERVER_DOMAIN:
+        if not _is_valid_address(destination):
+            return _invalid_address(destination)
+        if _is_external(destination):
             return self._relay_external(payload)
-        return self._deliver_internal(local_part, payload)
-
-    def _deliver_internal(self, local_part: str,
-                          payload: gloutils.EmailContentPayload) -> gloutils.GloMessage:
-        """
-        Écrit le courriel dans le dossier du destinataire ; un destinataire
-        inconnu en laisse une copie dans `LOST` et reçoit un `ERROR`.
-        """
-        email_content = {key: payload[key] for key, _ in _EMAIL_FIELDS}
-        recipient = self._accounts.get(local_part.lower())
+        recipient = self._recipient(destination)
+        folder, data = self._delivery_file(recipient, payload)
+        written = concurrent.futures.Future()
         try:
-            if recipient is None:
-                self._store_lost(email_content)
-            else:
-                self._store_email(recipient, email_content)
+            written.set_result(self._write_new_email(folder, data))
         except OSError as ex:
-            logger.error("Livraison à %s impossible : %s", payload["destination"], ex)
+            written.set_exception(ex)
+        return self._delivery_reply(payload, recipient, len(data), written)
+
+    def _recipient(self, destination: str) -> typing.Optional[str]:
+        """
+        Compte destinataire d'une adresse interne, ou None s'il n'existe
+        pas. Son index est chargé ici, avant l'écriture : chargé après, il
+        compterait deux fois le nouveau courriel.
+        """
+        recipient = self._accounts.get(destination.rpartition("@")[0].lower())
+        if recipient is not None:
+            self._mailbox(recipient)
+        return recipient
+
+    def _delivery_file(self, recipient: typing.Optional[str],
+                       payload: gloutils.EmailContentPayload) -> tuple[str, bytes]:
+        """
+        Dossier (celui du destinataire, ou `LOST` s'il n'existe pas) et
+        contenu du fichier d'un courriel : le JSON de ses cinq champs.
+        """
+        folder = self._lost_dir() if recipient is None else self._user_dir(recipient)
+        return folder, json.dumps(_email_content(payload)).encode("utf-8")
+
+    def _delivery_reply(self, payload: gloutils.EmailContentPayload,
+                        recipient: typing.Optional[str], size: int,
+                        written: concurrent.futures.Future) -> gloutils.GloMessage:
+        """
+        Après l'écriture (`written` donne le nom du fichier) : indexe le
+        courriel livré et dit au client ce qu'il en est. Un destinataire
+        inconnu reçoit un `ERROR`, bien que sa copie soit gardée dans `LOST`.
+        """
+        destination = _shorten(payload["destination"])
+        try:
+            filename = written.result()
+        except OSError as ex:
+            logger.error("Livraison à %s impossible : %s", destination, ex)
             return _error(f"Le courriel n'a pas pu être enregistré : {_write_error(ex)}.")
         if recipient is None:
             logger.info("Destinataire inconnu %s : courriel placé dans %s",
-                        _shorten(payload["destination"]), gloutils.SERVER_LOST_DIR)
-            return _error(f"Le destinataire {_shorten(payload['destination'])} "
-                          "n'existe pas.")
+                        destination, gloutils.SERVER_LOST_DIR)
+            return _error(f"Le destinataire {destination} n'existe pas.")
+        self._mailbox(recipient).add(
+            self._make_entry(filename, size, _email_content(payload)))
         logger.info("Courriel de %s livré à %s", payload["sender"], recipient)
         return _ok()
 
-    def _is_external(self, destination: str) -> bool:
-        """Vrai pour une adresse bien formée d'un autre domaine que le nôtre."""
-        address = _ADDRESS.fullmatch(destination)
-        return (address is not None and len(destination) <= _ADDRESS_MAX
-                and address.group(2).lower() != gloutils.SERVER_DOMAIN)
-
-    def _relay_finished(self, client_soc: socket.socket,
-                        future: concurrent.futures.Future) -> None:
+    def _run_off_loop(self, client_soc: socket.socket,
+                      pool: concurrent.futures.Executor,
+                      work: typing.Callable[[], typing.Any],
+                      finish: typing.Callable[[concurrent.futures.Future],
+                                              gloutils.GloMessage]) -> None:
         """
-        Appelé dans le fil du relais : remet le résultat à la boucle et la
-        réveille. Seule la boucle touche aux sockets des clients.
+        Confie `work` (sans effet sur l'état de la boucle) à un fil de
+        `pool` ; la boucle appellera `finish` avec son résultat pour
+        construire la réponse. D'ici là, le client est mis en attente.
+        """
+        self._waiting.add(client_soc)
+        self._paused.add(client_soc)
+        future = pool.submit(work)
+        future.add_done_callback(
+            lambda done: self._work_finished(client_soc, done, finish))
+
+    def _work_finished(self, client_soc, future, finish) -> None:
+        """
+        Appelé dans le fil de travail : remet le résultat à la boucle et la
+        réveille. Seule la boucle touche aux sockets et aux index.
         """
         if future.cancelled():
             return
-        try:
-            reply = future.result()
-        except Exception:
-            logger.exception("Échec inattendu du relais SMTP")
-            reply = _error(INTERNAL_ERROR)
-        self._relay_results.put((client_soc, reply))
+        self._finished_work.put((client_soc, future, finish))
         try:
             self._wakeup_writer.send(b"\0")
         except OSError:
             pass  # Un réveil est déjà en attente, ou le serveur s'arrête.
 
-    def _collect_relay_results(self) -> None:
-        """Envoie les réponses des relais terminés et reprend ces clients."""
+    def _collect_finished_work(self) -> None:
+        """
+        Termine les travaux finis hors de la boucle : indexe, répond si le
+        client est toujours là, puis reprend ses requêtes en attente.
+        """
         try:
             while self._wakeup_reader.recv(4096):
                 pass
         except (BlockingIOError, InterruptedError):
             pass
-        while not self._relay_results.empty():
-            client_soc, reply = self._relay_results.get()
+        while not self._finished_work.empty():
+            client_soc, future, finish = self._finished_work.get()
+            try:
+                reply = finish(future)
+            except Exception:
+                logger.exception("Échec inattendu d'un travail hors de la boucle")
+                reply = _error(INTERNAL_ERROR)
             if client_soc not in self._inboxes:
                 continue
-            self._relaying.discard(client_soc)
+            self._waiting.discard(client_soc)
             self._reply(client_soc, reply)
             if len(self._outboxes[client_soc].data) <= _OUTPUT_HIGH_WATER:
                 self._paused.discard(client_soc)
@@ -882,7 +998,7 @@ class Server:
                 except OSError:
                     pass
             raise
-        self._dirty_dirs.add(gloutils.SERVER_DATA_DIR)
+        self._sync_directory(gloutils.SERVER_DATA_DIR)
         self._accounts[username.lower()] = username
 
     def _stored_digest(self, username: str) -> typing.Optional[str]:
@@ -981,29 +1097,18 @@ class Server:
             logger.error("Courriel %s illisible : %s", path, ex)
             return None
 
-    def _store_email(self, username: str, content: dict) -> None:
-        """Écrit un courriel dans le dossier de l'utilisateur et l'indexe."""
-        mailbox = self._mailbox(username)
-        data = json.dumps(content).encode("utf-8")
-        filename = self._write_new_email(self._user_dir(username), data, mailbox.names)
-        mailbox.add(self._make_entry(filename, len(data), content))
-
-    def _store_lost(self, content: dict) -> None:
-        """Écrit un courriel au destinataire inconnu dans le dossier `LOST`."""
-        self._write_new_email(self._lost_dir(), json.dumps(content).encode("utf-8"), set())
-
-    def _write_new_email(self, folder: str, data: bytes, taken: set) -> str:
+    def _write_new_email(self, folder: str, data: bytes) -> str:
         """
         Écrit `data` sous un nom neuf, tiré de l'heure d'arrivée (en
-        nanosecondes), et renvoie ce nom. Le lien dur ne remplace jamais un
-        fichier existant, même si l'horloge a reculé depuis un redémarrage.
+        nanosecondes), et renvoie ce nom une fois le tout sur le disque. Le
+        lien dur ne remplace jamais un fichier existant, même si l'horloge a
+        reculé depuis un redémarrage. S'exécute hors de la boucle : rien que
+        des appels système, pour garder le verrou global de Python libre.
         """
         temporary = self._write_temporary(folder, data)
         try:
             while True:
                 filename = f"{self._next_arrival():020d}{_EMAIL_SUFFIX}"
-                if filename in taken:
-                    continue
                 try:
                     os.link(temporary, os.path.join(folder, filename))
                     break
@@ -1011,7 +1116,7 @@ class Server:
                     continue
         finally:
             self._discard_quietly(temporary)
-        self._dirty_dirs.add(folder)
+        self._sync_directory(folder)
         return filename
 
     def _write_file(self, folder: str, filename: str, data: bytes) -> None:
@@ -1022,7 +1127,7 @@ class Server:
         except OSError:
             self._discard_quietly(temporary)
             raise
-        self._dirty_dirs.add(folder)
+        self._sync_directory(folder)
 
     def _write_temporary(self, folder: str, data: bytes) -> str:
         """
@@ -1032,13 +1137,15 @@ class Server:
         path = os.path.join(folder, f"{_TEMP_PREFIX}{self._next_arrival()}")
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            with open(descriptor, "wb", closefd=True) as temporary_file:
-                temporary_file.write(data)
-                temporary_file.flush()
-                os.fsync(temporary_file.fileno())
+            remaining = memoryview(data)
+            while remaining:
+                remaining = remaining[os.write(descriptor, remaining):]
+            os.fsync(descriptor)
         except OSError:
             self._discard_quietly(path)
             raise
+        finally:
+            os.close(descriptor)
         return path
 
     @staticmethod
@@ -1050,24 +1157,21 @@ class Server:
 
     def _next_arrival(self) -> int:
         """Horodatage d'arrivée en nanosecondes, strictement croissant."""
-        self._last_arrival = max(time.time_ns(), self._last_arrival + 1)
-        return self._last_arrival
+        with self._arrival_lock:
+            self._last_arrival = max(time.time_ns(), self._last_arrival + 1)
+            return self._last_arrival
 
-    def _commit_storage(self) -> None:
+    @staticmethod
+    def _sync_directory(folder: str) -> None:
         """
-        Synchronise les dossiers modifiés pendant le tour, une fois chacun,
-        pour que les renommages survivent à une panne avant tout `OK`.
+        Synchronise un dossier : ses nouvelles entrées (fichier renommé ou
+        lié, sous-dossier) survivent alors à une panne.
         """
-        while self._dirty_dirs:
-            folder = self._dirty_dirs.pop()
-            try:
-                descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-                try:
-                    os.fsync(descriptor)
-                finally:
-                    os.close(descriptor)
-            except OSError as ex:
-                logger.error("Synchronisation du dossier %s impossible : %s", folder, ex)
+        descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def _parse_args() -> argparse.Namespace:
@@ -1095,6 +1199,10 @@ def _parse_args() -> argparse.Namespace:
 
 def _main() -> int:
     args = _parse_args()
+    # Lancé en arrière-plan par un shell, le processus hérite d'un SIGINT
+    # ignoré ; et SIGTERM doit arrêter aussi proprement que Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     server = Server(
         args.host,

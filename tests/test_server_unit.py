@@ -676,6 +676,25 @@ class TestConnections(LoopbackTestCase):
             socket.create_connection((support.LOOPBACK, port), timeout=5).close()
 
 
+    def test_accept_failure_pauses_accepting(self):
+        """
+        Un accept() en échec (plus de descripteurs, par exemple) suspend les
+        acceptations un instant au lieu de faire tourner la boucle à vide.
+        """
+        client = self.connect()
+        listening = self.server._server_socket
+        self.server._server_socket = mock.Mock(wraps=listening)
+        self.server._server_socket.accept.side_effect = OSError(24, "Too many open files")
+        self.server._accept_client()
+        self.assertFalse(self.server._is_accepting())
+        self.assertGreater(self.server._select_timeout(), 0)
+        self.assertLessEqual(self.server._select_timeout(), TP4_server._ACCEPT_BACKOFF)
+        self.server._server_socket = listening
+        time.sleep(TP4_server._ACCEPT_BACKOFF)
+        self.assertTrue(self.server._is_accepting())
+        self.assertEqual(len(self.accept(client)), 1)
+
+
 class _Stop(BaseException):
     """Arrête `run()`, qui sinon sert indéfiniment."""
 

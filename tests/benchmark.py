@@ -1,0 +1,1289 @@
+"""\
+GLO-2000 Travail pratique 4 - Banc d'essai du serveur
+
+Mesure le débit et les latences de TP4_server.py sous charge, avec la seule
+bibliothèque standard. Ce n'est pas un test unitaire : le nom du fichier ne
+correspond pas à test*.py, `unittest discover` ne le lance donc jamais.
+
+Exemples :
+    python3 tests/benchmark.py load --mix read --clients 100 --duration 10
+    python3 tests/benchmark.py load --mix mixed --compare-baseline
+    python3 tests/benchmark.py load --mix mixed --port 5321   (serveur déjà lancé)
+    python3 tests/benchmark.py baseline --mix read
+    python3 tests/benchmark.py inbox --emails 10000
+    python3 tests/benchmark.py disk
+    python3 tests/benchmark.py all --json
+
+Chaque client simulé a son propre compte et une seule requête en cours à la
+fois. Les clients sont répartis sur plusieurs processus ; dans chacun, une
+boucle `selectors` mène tous les sockets non bloquants. Le « plafond » est
+une boucle select() minimale qui répond OK à chaque trame sans rien décoder :
+chaque débit se lit aussi comme une fraction de ce plafond.
+"""
+
+import argparse
+import concurrent.futures
+import contextlib
+import dataclasses
+import errno
+import functools
+import itertools
+import json
+import multiprocessing
+import os
+import random
+import resource
+import select
+import selectors
+import signal
+import socket
+import statistics
+import struct
+import sys
+import tempfile
+import time
+import traceback
+from collections import Counter
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from support import (  # noqa: E402
+    LOOPBACK, STRONG_PASSWORD, ServerProcess, free_port, wait_for_port)
+import glossocket  # noqa: E402
+import gloutils  # noqa: E402
+from TP4_server import NOT_LOGGED_IN  # noqa: E402
+
+H = gloutils.Headers
+_LENGTH = struct.Struct("!I")
+_RECV_SIZE = 256 * 1024
+
+MIXES = {
+    "mixed": {"list": 30, "read": 20, "stats": 20, "send": 30},
+    "read": {"list": 30, "read": 20, "stats": 20},
+    "write": {"send": 100},
+}
+TIMED_KINDS = ("list", "read", "stats", "send")
+DEFAULT_PREFILL = 20
+SETUP_TIMEOUT = 600.0
+FINISH_TIMEOUT = 120.0
+REPLY_TIMEOUT = 30.0
+DISK_THREADS = 8
+_EMAIL_KEYS = frozenset(gloutils.EmailContentPayload.__annotations__)
+_BODY = "Bonjour,\nceci est un courriel du banc d'essai.\n" * 3
+
+
+# ----------------------------------------------------------------------
+# Trames
+# ----------------------------------------------------------------------
+
+def _frame(header: H, payload: Optional[dict] = None) -> bytes:
+    """Trame prête à envoyer : longueur sur 4 octets, puis le JSON en UTF-8."""
+    message = {"header": int(header)}
+    if payload is not None:
+        message["payload"] = payload
+    data = json.dumps(message).encode("utf-8")
+    return _LENGTH.pack(len(data)) + data
+
+
+def _split_frames(buffer: bytearray) -> list:
+    """Retire du tampon chaque trame complète et renvoie leurs contenus."""
+    frames = []
+    start = 0
+    while len(buffer) - start >= _LENGTH.size:
+        (length,) = _LENGTH.unpack_from(buffer, start)
+        end = start + _LENGTH.size + length
+        if len(buffer) < end:
+            break
+        frames.append(bytes(buffer[start + _LENGTH.size:end]))
+        start = end
+    del buffer[:start]
+    return frames
+
+
+def _decode(frame: bytes) -> Optional[dict]:
+    """Message JSON d'une trame, ou None s'il est illisible."""
+    try:
+        message = json.loads(frame.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return message if isinstance(message, dict) else None
+
+
+_LIST_FRAME = _frame(H.INBOX_READING_REQUEST)
+_STATS_FRAME = _frame(H.STATS_REQUEST)
+_LOGOUT_FRAME = _frame(H.AUTH_LOGOUT)
+_BYE_FRAME = _frame(H.BYE)
+_OK_FRAME = _frame(H.OK)
+
+
+def _auth_frame(header: H, username: str) -> bytes:
+    """Trame de création de compte ou de connexion, au mot de passe commun."""
+    return _frame(header, {"username": username, "password": STRONG_PASSWORD})
+
+
+def _choice_frame(number: int) -> bytes:
+    """Trame `INBOX_READING_CHOICE` du courriel #`number`."""
+    return _frame(H.INBOX_READING_CHOICE, {"choice": number})
+
+
+# ----------------------------------------------------------------------
+# Clients simulés et leurs scénarios
+# ----------------------------------------------------------------------
+
+class _Request(NamedTuple):
+    """Requête d'un scénario ; `expect_close` : le serveur doit fermer sans rien dire."""
+
+    kind: str
+    data: bytes
+    expect_close: bool = False
+
+
+class _Client:
+    """Un client simulé : son compte, son socket et sa requête en cours."""
+
+    def __init__(self, index: int, username: str, seed: str) -> None:
+        self.index = index
+        self.username = username
+        self.address = f"{username}@{gloutils.SERVER_DOMAIN}"
+        self.rng = random.Random(seed)
+        # Borne inférieure du nombre de courriels de sa boîte (jamais vidée).
+        self.known = 0
+        self.sock: Optional[socket.socket] = None
+        self.inbuf = bytearray()
+        self.outbuf = bytearray()
+        self.writing = False
+        self.script = None
+        self.pending: Optional[_Request] = None
+        self.sent_at = 0.0
+
+    def email(self, destination: str) -> bytes:
+        """Trame `EMAIL_SENDING` d'un petit courriel vers `destination`."""
+        return _frame(H.EMAIL_SENDING, {
+            "sender": self.address, "destination": destination,
+            "subject": f"Banc d'essai {self.index}",
+            "date": gloutils.get_current_utc_time(), "content": _BODY})
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadPlan:
+    """Paramètres d'une charge, transmis tels quels aux processus générateurs."""
+
+    host: str
+    port: int
+    mix: str
+    clients: int
+    processes: int
+    duration: float
+    prefill: int
+    strict: bool
+    prefix: str = dataclasses.field(default_factory=lambda: f"b{os.urandom(3).hex()}-")
+    reply_timeout: float = REPLY_TIMEOUT
+
+    def username(self, index: int) -> str:
+        """Nom du compte du client n° `index`."""
+        return f"{self.prefix}{index}"
+
+
+def _setup_script(client: _Client, prefill: int):
+    """Crée le compte, puis remplit la boîte en s'écrivant `prefill` courriels."""
+    yield _Request("register", _auth_frame(H.AUTH_REGISTER, client.username))
+    for _ in range(prefill):
+        reply = yield _Request("prefill", client.email(client.address))
+        if reply is not None and reply.get("header") == H.OK:
+            client.known += 1
+
+
+def _timed_script(client: _Client, plan: LoadPlan, deadline: float):
+    """Requêtes tirées selon le mélange, l'une après l'autre, jusqu'à l'échéance."""
+    kinds = list(MIXES[plan.mix])
+    cumulative = list(itertools.accumulate(MIXES[plan.mix].values()))
+    while time.monotonic() < deadline:
+        kind = client.rng.choices(kinds, cum_weights=cumulative)[0]
+        yield _Request(kind, _request_data(kind, client, plan))
+
+
+def _request_data(kind: str, client: _Client, plan: LoadPlan) -> bytes:
+    """Trame d'une requête du mélange ; un envoi va à un autre client au hasard."""
+    if kind == "list":
+        return _LIST_FRAME
+    if kind == "stats":
+        return _STATS_FRAME
+    if kind == "read":
+        return _choice_frame(client.rng.randint(1, max(1, client.known)))
+    other = client.rng.randrange(plan.clients - 1) if plan.clients > 1 else 0
+    if plan.clients > 1 and other >= client.index:
+        other += 1
+    return client.email(f"{plan.username(other)}@{gloutils.SERVER_DOMAIN}")
+
+
+def _finish_script(client: _Client, strict: bool):
+    """
+    Fin de session vérifiée : AUTH_LOGOUT et STATS_REQUEST partent ensemble,
+    la trame suivante doit être l'ERROR « non connecté » ; puis BYE, après
+    quoi le serveur doit fermer sans rien envoyer.
+    """
+    if strict:
+        yield _Request("logout", _LOGOUT_FRAME + _STATS_FRAME)
+        yield _Request("bye", _BYE_FRAME, expect_close=True)
+
+
+def _sending_script(client: _Client, destination: str, count: int):
+    """Envoie `count` courriels à `destination`, l'un après l'autre."""
+    for _ in range(count):
+        yield _Request("send", client.email(destination))
+
+
+# ----------------------------------------------------------------------
+# Vérification des réponses
+# ----------------------------------------------------------------------
+
+def _error_text(message: Optional[dict]) -> Optional[str]:
+    """Texte d'une réponse `ERROR`, ou None si la charge utile est mal formée."""
+    payload = message.get("payload") if message else None
+    text = payload.get("error_message") if isinstance(payload, dict) else None
+    return text if isinstance(text, str) else None
+
+
+def _check_no_payload(payload, _client: _Client) -> Optional[str]:
+    """Une confirmation `OK` ne porte aucune charge utile."""
+    return None if payload is None else "charge utile inattendue"
+
+
+def _check_list(payload, client: _Client) -> Optional[str]:
+    """Liste de chaînes, jamais plus courte que ce que le client sait déjà."""
+    lines = payload.get("email_list") if isinstance(payload, dict) else None
+    if not (isinstance(lines, list) and all(isinstance(line, str) for line in lines)):
+        return "email_list absente ou mal formée"
+    if len(lines) < client.known:
+        return f"{len(lines)} courriels listés, au moins {client.known} attendus"
+    if lines and not lines[0].startswith("#1 "):
+        return "la liste ne commence pas par #1"
+    client.known = len(lines)
+    return None
+
+
+def _check_email(payload, _client: _Client) -> Optional[str]:
+    """Exactement les cinq champs d'un `EmailContentPayload`, tous des chaînes."""
+    if not (isinstance(payload, dict) and payload.keys() == _EMAIL_KEYS
+            and all(isinstance(value, str) for value in payload.values())):
+        return "courriel mal formé"
+    return None
+
+
+def _check_stats(payload, client: _Client) -> Optional[str]:
+    """Deux entiers, un nombre de courriels jamais en baisse."""
+    if not isinstance(payload, dict):
+        return "statistiques absentes"
+    count, size = payload.get("count"), payload.get("size")
+    if type(count) is not int or type(size) is not int or size < 0:
+        return "statistiques mal formées"
+    if count < client.known:
+        return f"{count} courriels comptés, au moins {client.known} attendus"
+    client.known = count
+    return None
+
+
+_PAYLOAD_CHECKS = {
+    "register": _check_no_payload,
+    "prefill": _check_no_payload,
+    "send": _check_no_payload,
+    "list": _check_list,
+    "read": _check_email,
+    "stats": _check_stats,
+}
+
+
+def _classify(kind: str, message: Optional[dict], client: _Client,
+              strict: bool) -> tuple:
+    """
+    Juge une réponse : ("ok", ""), ("error", texte de l'ERROR) ou
+    ("violation", description). Le plafond n'est jugé que sur l'en-tête.
+    """
+    if message is None:
+        return "violation", f"{kind} : trame qui n'est pas un objet JSON"
+    header = message.get("header")
+    if type(header) is not int:
+        return "violation", f"{kind} : en-tête {header!r}"
+    if kind == "logout":
+        return _classify_logout(message, header)
+    if header == H.ERROR:
+        text = _error_text(message)
+        if text is None:
+            return "violation", f"{kind} : ERROR sans error_message"
+        return "error", f"{kind} : {text}"
+    if header != H.OK:
+        return "violation", f"{kind} : en-tête {header!r} au lieu de OK"
+    problem = _PAYLOAD_CHECKS[kind](message.get("payload"), client) if strict else None
+    return ("violation", f"{kind} : {problem}") if problem else ("ok", "")
+
+
+def _classify_logout(message: Optional[dict], header) -> tuple:
+    """Après AUTH_LOGOUT + STATS_REQUEST, seule l'ERROR « non connecté » convient."""
+    if header == H.ERROR and _error_text(message) == NOT_LOGGED_IN:
+        return "ok", ""
+    if header == H.OK:
+        return "violation", ("logout : OK reçu (réponse à AUTH_LOGOUT, ou statistiques "
+                             "servies à un client déconnecté)")
+    return "violation", f"logout : {str(message)[:80]} au lieu de l'ERROR « non connecté »"
+
+
+class _Tally:
+    """Latences par type de requête, erreurs, violations et clients en échec."""
+
+    def __init__(self) -> None:
+        self.latencies: dict = {}
+        self.errors: Counter = Counter()
+        self.violations: Counter = Counter()
+        self.failures: Counter = Counter()
+
+    def record(self, kind: str, seconds: float, outcome: str, detail: str) -> None:
+        """Compte une réponse : sa latence et, au besoin, l'erreur ou la violation."""
+        self.latencies.setdefault(kind, []).append(seconds)
+        if outcome == "error":
+            self.errors[detail] += 1
+        elif outcome == "violation":
+            self.violations[detail] += 1
+
+    def as_dict(self) -> dict:
+        """Décomptes sous une forme que `multiprocessing` sait transmettre."""
+        return {"latencies": self.latencies, "errors": self.errors,
+                "violations": self.violations, "failures": self.failures}
+
+    @classmethod
+    def merged(cls, parts: list) -> "_Tally":
+        """Réunit les décomptes de plusieurs processus."""
+        tally = cls()
+        for part in parts:
+            for kind, values in part["latencies"].items():
+                tally.latencies.setdefault(kind, []).extend(values)
+            tally.errors.update(part["errors"])
+            tally.violations.update(part["violations"])
+            tally.failures.update(part["failures"])
+        return tally
+
+
+# ----------------------------------------------------------------------
+# Boucle d'un processus générateur
+# ----------------------------------------------------------------------
+
+class _Driver:
+    """
+    Boucle `selectors` qui mène tous les clients d'un processus. Chaque
+    client suit un scénario (un générateur de `_Request`) : la requête
+    suivante ne part qu'à la réception de la réponse à la précédente.
+    """
+
+    def __init__(self, host: str, port: int, clients: list, tally: _Tally,
+                 strict: bool, reply_timeout: float = REPLY_TIMEOUT) -> None:
+        self._address = (host, port)
+        self._clients = clients
+        self._tally = tally
+        self._strict = strict
+        self._reply_timeout = reply_timeout
+        self._selector = selectors.DefaultSelector()
+        self._active: set = set()
+
+    def connect(self) -> None:
+        """Ouvre toutes les connexions en parallèle (connexions non bloquantes)."""
+        connecting = set()
+        for client in self._clients:
+            client.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            client.sock.setblocking(False)
+            client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            code = client.sock.connect_ex(self._address)
+            if code in (0, errno.EINPROGRESS):
+                self._selector.register(client.sock, selectors.EVENT_WRITE, client)
+                connecting.add(client)
+            else:
+                self._fail(client, f"connexion impossible : {os.strerror(code)}")
+        deadline = time.monotonic() + self._reply_timeout
+        while connecting and time.monotonic() < deadline:
+            for key, _ in self._selector.select(timeout=1.0):
+                connecting.discard(key.data)
+                self._connected(key.data)
+        for client in connecting:
+            self._fail(client, "connexion trop lente")
+
+    def _connected(self, client: _Client) -> None:
+        """Fin d'une connexion non bloquante : réussie ou en échec."""
+        code = client.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            self._fail(client, f"connexion impossible : {os.strerror(code)}")
+        else:
+            self._selector.modify(client.sock, selectors.EVENT_READ, client)
+
+    def run(self, script) -> None:
+        """Mène le scénario `script(client)` de chaque client connecté à son terme."""
+        for client in self._clients:
+            if client.sock is not None:
+                client.script = script(client)
+                self._active.add(client)
+                self._advance(client, None)
+        next_check = time.monotonic() + 1.0
+        while self._active:
+            for key, mask in self._selector.select(timeout=1.0):
+                if mask & selectors.EVENT_WRITE:
+                    self._write(key.data)
+                if mask & selectors.EVENT_READ and key.data.sock is not None:
+                    self._read(key.data)
+            if time.monotonic() >= next_check:
+                self._expire()
+                next_check = time.monotonic() + 1.0
+
+    def close(self) -> None:
+        """Ferme tous les sockets et le sélecteur."""
+        for client in self._clients:
+            self._forget(client)
+        self._selector.close()
+
+    def _advance(self, client: _Client, reply: Optional[dict]) -> None:
+        """Passe à la requête suivante du scénario, ou le termine."""
+        try:
+            request = client.script.send(reply)
+        except StopIteration:
+            self._active.discard(client)
+            return
+        client.pending = request
+        client.sent_at = time.perf_counter()
+        client.outbuf += request.data
+        self._write(client)
+
+    def _write(self, client: _Client) -> None:
+        """Envoie ce que le socket accepte ; surveille l'écriture s'il reste des octets."""
+        if client.sock is None:
+            return
+        try:
+            sent = client.sock.send(client.outbuf) if client.outbuf else 0
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as ex:
+            self._fail(client, f"envoi impossible : {ex.strerror or ex}")
+            return
+        del client.outbuf[:sent]
+        wanted = bool(client.outbuf)
+        if wanted != client.writing:
+            client.writing = wanted
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if wanted else 0)
+            self._selector.modify(client.sock, events, client)
+
+    def _read(self, client: _Client) -> None:
+        """Lit ce qui est arrivé et traite chaque trame complète."""
+        try:
+            data = client.sock.recv(_RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._on_close(client)
+            return
+        client.inbuf += data
+        for frame in _split_frames(client.inbuf):
+            self._on_frame(client, frame)
+            if client.sock is None:
+                return
+
+    def _on_frame(self, client: _Client, frame: bytes) -> None:
+        """Juge la réponse à la requête en cours, puis enchaîne."""
+        elapsed = time.perf_counter() - client.sent_at
+        request = client.pending
+        if request is None or request.expect_close:
+            where = "après BYE" if request else "sans requête en cours"
+            self._tally.violations[f"trame reçue {where}"] += 1
+            return
+        client.pending = None
+        message = _decode(frame)
+        outcome, detail = _classify(request.kind, message, client, self._strict)
+        self._tally.record(request.kind, elapsed, outcome, detail)
+        self._advance(client, message)
+
+    def _on_close(self, client: _Client) -> None:
+        """Fermeture par le serveur : attendue après BYE, un échec sinon."""
+        request = client.pending
+        if request is None or not request.expect_close:
+            self._fail(client, "connexion fermée par le serveur")
+            return
+        if client.inbuf:
+            self._tally.violations["octets reçus après BYE"] += 1
+        self._tally.record(request.kind, time.perf_counter() - client.sent_at, "ok", "")
+        client.pending = None
+        self._forget(client)
+        self._advance(client, None)
+
+    def _expire(self) -> None:
+        """Abandonne les clients qui attendent une réponse depuis trop longtemps."""
+        limit = time.perf_counter() - self._reply_timeout
+        for client in list(self._active):
+            if client.pending is not None and client.sent_at < limit:
+                self._fail(client, f"aucune réponse ({client.pending.kind}) en "
+                                   f"{self._reply_timeout:.0f} s")
+
+    def _fail(self, client: _Client, reason: str) -> None:
+        """Abandonne un client : compté en échec, socket fermé."""
+        self._tally.failures[reason] += 1
+        self._active.discard(client)
+        self._forget(client)
+
+    def _forget(self, client: _Client) -> None:
+        """Ferme le socket du client et le retire du sélecteur."""
+        if client.sock is None:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(client.sock)
+        client.sock.close()
+        client.sock = None
+
+
+def _raise_fd_limit(needed: int) -> None:
+    """Relève la limite souple de descripteurs si `needed` la dépasse."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def _worker_main(pipe, plan: LoadPlan, indices: list) -> None:
+    """Processus générateur : rapporte ("ready", …), puis ("done", …) ou ("crash", …)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        pipe.send(("done", _drive_clients(pipe, plan, indices)))
+    except Exception:
+        pipe.send(("crash", traceback.format_exc()))
+    finally:
+        pipe.close()
+
+
+def _drive_clients(pipe, plan: LoadPlan, indices: list) -> dict:
+    """
+    Les trois phases d'un processus générateur : préparation (comptes,
+    boîtes préremplies), charge chronométrée au signal du chef, fin de
+    session vérifiée.
+    """
+    _raise_fd_limit(len(indices) + 64)
+    tally = _Tally()
+    clients = [_Client(index, plan.username(index), f"{plan.prefix}{index}")
+               for index in indices]
+    driver = _Driver(plan.host, plan.port, clients, tally, plan.strict,
+                     plan.reply_timeout)
+    try:
+        began = time.monotonic()
+        driver.connect()
+        driver.run(functools.partial(_setup_script, prefill=plan.prefill))
+        pipe.send(("ready", time.monotonic() - began))
+        start, deadline = pipe.recv()
+        time.sleep(max(0.0, start - time.monotonic()))
+        driver.run(functools.partial(_timed_script, plan=plan, deadline=deadline))
+        timed_end = time.monotonic()
+        driver.run(functools.partial(_finish_script, strict=plan.strict))
+    finally:
+        driver.close()
+    return {"tally": tally.as_dict(), "timed_end": timed_end}
+
+
+# ----------------------------------------------------------------------
+# Orchestration d'une charge
+# ----------------------------------------------------------------------
+
+class _Worker(NamedTuple):
+    """Un processus générateur et le bout de tube qui le relie au chef."""
+
+    process: multiprocessing.Process
+    pipe: object
+
+
+def _start_worker(plan: LoadPlan, indices: list) -> _Worker:
+    """Lance un processus générateur pour les clients `indices`."""
+    parent, child = multiprocessing.Pipe()
+    process = multiprocessing.Process(target=_worker_main, args=(child, plan, indices),
+                                      daemon=True)
+    process.start()
+    child.close()
+    return _Worker(process, parent)
+
+
+def _expect(worker: _Worker, timeout: float):
+    """Message suivant d'un générateur ; lève RuntimeError s'il meurt ou se tait."""
+    if not worker.pipe.poll(timeout):
+        raise RuntimeError(f"Générateur muet depuis {timeout:.0f} s.")
+    try:
+        tag, value = worker.pipe.recv()
+    except EOFError:
+        raise RuntimeError("Un processus générateur est mort.") from None
+    if tag == "crash":
+        raise RuntimeError(f"Un processus générateur a échoué :\n{value}")
+    return value
+
+
+def _stop_process(process: multiprocessing.Process) -> None:
+    """Arrête un processus lancé ici (SIGTERM, puis SIGKILL au besoin)."""
+    if process.is_alive():
+        process.terminate()
+        process.join(5)
+    if process.is_alive():
+        process.kill()
+    process.join()
+
+
+def run_load(plan: LoadPlan) -> dict:
+    """Lance la charge décrite par `plan` et renvoie son résumé."""
+    workers = []
+    try:
+        for number in range(plan.processes):
+            indices = list(range(number, plan.clients, plan.processes))
+            workers.append(_start_worker(plan, indices))
+        setup_seconds = max(_expect(worker, SETUP_TIMEOUT) for worker in workers)
+        start = time.monotonic() + 0.2
+        for worker in workers:
+            worker.pipe.send((start, start + plan.duration))
+        reports = [_expect(worker, plan.duration + FINISH_TIMEOUT) for worker in workers]
+    finally:
+        for worker in workers:
+            _stop_process(worker.process)
+    return _summarize(plan, setup_seconds, start, reports)
+
+
+def _percentile(ordered: list, percent: float) -> float:
+    """Percentile au rang le plus proche d'une liste triée."""
+    rank = max(1, -(-len(ordered) * percent // 100))
+    return ordered[int(rank) - 1]
+
+
+def _latency_stats(values: list, elapsed: float) -> dict:
+    """Nombre, débit et percentiles (en ms) d'une série de latences."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"count": 0, "per_second": 0.0}
+    return {
+        "count": len(ordered),
+        "per_second": len(ordered) / elapsed,
+        "p50_ms": _percentile(ordered, 50) * 1e3,
+        "p90_ms": _percentile(ordered, 90) * 1e3,
+        "p99_ms": _percentile(ordered, 99) * 1e3,
+        "max_ms": ordered[-1] * 1e3,
+    }
+
+
+def _summarize(plan: LoadPlan, setup_seconds: float, start: float, reports: list) -> dict:
+    """Résumé d'une charge : débit, latences, erreurs, violations, échecs."""
+    tally = _Tally.merged([report["tally"] for report in reports])
+    elapsed = max(report["timed_end"] for report in reports) - start
+    timed = {kind: tally.latencies.get(kind, []) for kind in TIMED_KINDS
+             if kind in MIXES[plan.mix]}
+    latency = {kind: _latency_stats(values, elapsed) for kind, values in timed.items()}
+    latency["all"] = _latency_stats([x for values in timed.values() for x in values], elapsed)
+    return {
+        "server": "TP4_server" if plan.strict else "plafond",
+        "mix": plan.mix, "clients": plan.clients, "processes": plan.processes,
+        "duration": plan.duration, "prefill": plan.prefill,
+        "setup_seconds": setup_seconds, "elapsed_seconds": elapsed,
+        "requests": latency["all"]["count"],
+        "throughput": latency["all"]["per_second"],
+        "latency_ms": latency,
+        "errors": sum(tally.errors.values()),
+        "error_samples": dict(tally.errors.most_common(5)),
+        "violations": sum(tally.violations.values()),
+        "violation_samples": dict(tally.violations.most_common(5)),
+        "failed_clients": sum(tally.failures.values()),
+        "failure_reasons": dict(tally.failures.most_common(5)),
+        "sessions_checked": len(tally.latencies.get("bye", [])) if plan.strict else None,
+    }
+
+
+# ----------------------------------------------------------------------
+# Serveurs visés : TP4_server.py ou le plafond
+# ----------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _target(strict: bool, port: Optional[int] = None):
+    """Port du serveur visé : `port` s'il est donné, sinon un serveur lancé ici."""
+    if port:
+        yield port
+    elif strict:
+        with ServerProcess() as server:
+            yield server.port
+    else:
+        with _baseline_server() as baseline_port:
+            yield baseline_port
+
+
+@contextlib.contextmanager
+def _baseline_server():
+    """Le plafond, dans son propre processus, sur un port libre."""
+    port = free_port()
+    process = multiprocessing.Process(target=_baseline_main, args=(port,), daemon=True)
+    process.start()
+    try:
+        wait_for_port(port)
+        yield port
+    finally:
+        _stop_process(process)
+
+
+def _baseline_main(port: int) -> None:
+    """
+    Plancher : une boucle select() qui répond la même trame OK à chaque
+    trame reçue, sans décoder le JSON ni rien vérifier.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((LOOPBACK, port))
+    listener.listen(socket.SOMAXCONN)
+    listener.setblocking(False)
+    inboxes: dict = {}
+    outboxes: dict = {}
+    while True:
+        readable, writable, _ = select.select(
+            [listener, *inboxes], [sock for sock, out in outboxes.items() if out], [])
+        for sock in writable:
+            _baseline_send(sock, inboxes, outboxes)
+        for sock in readable:
+            if sock is listener:
+                _baseline_accept(listener, inboxes, outboxes)
+            elif sock in inboxes:
+                _baseline_receive(sock, inboxes, outboxes)
+
+
+def _baseline_accept(listener: socket.socket, inboxes: dict, outboxes: dict) -> None:
+    """Accepte toutes les connexions en attente."""
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            sock, _ = listener.accept()
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            inboxes[sock] = bytearray()
+            outboxes[sock] = bytearray()
+
+
+def _baseline_receive(sock: socket.socket, inboxes: dict, outboxes: dict) -> None:
+    """Lit, compte les trames complètes et met autant de OK en file."""
+    try:
+        data = sock.recv(_RECV_SIZE)
+    except BlockingIOError:
+        return
+    except OSError:
+        data = b""
+    if not data:
+        _baseline_forget(sock, inboxes, outboxes)
+        return
+    inboxes[sock] += data
+    outboxes[sock] += _OK_FRAME * len(_split_frames(inboxes[sock]))
+    _baseline_send(sock, inboxes, outboxes)
+
+
+def _baseline_send(sock: socket.socket, inboxes: dict, outboxes: dict) -> None:
+    """Envoie ce que le socket accepte sans bloquer."""
+    outbox = outboxes.get(sock)
+    if not outbox:
+        return
+    try:
+        del outbox[:sock.send(outbox)]
+    except BlockingIOError:
+        pass
+    except OSError:
+        _baseline_forget(sock, inboxes, outboxes)
+
+
+def _baseline_forget(sock: socket.socket, inboxes: dict, outboxes: dict) -> None:
+    """Oublie et ferme une connexion."""
+    inboxes.pop(sock, None)
+    outboxes.pop(sock, None)
+    sock.close()
+
+
+def run_against(strict: bool, mix: str, clients: int, duration: float, processes: int,
+                prefill: int, host: str = LOOPBACK, port: Optional[int] = None) -> dict:
+    """Une charge contre TP4_server.py (`strict`) ou contre le plafond."""
+    with _target(strict, port) as target_port:
+        plan = LoadPlan(host=host, port=target_port, mix=mix, clients=clients,
+                        processes=processes, duration=duration, prefill=prefill,
+                        strict=strict)
+        return run_load(plan)
+
+
+def compare_with_baseline(mix: str, clients: int, duration: float, processes: int,
+                          prefill: int) -> dict:
+    """La même charge contre le plafond puis contre TP4_server.py, et leur rapport."""
+    baseline = run_against(False, mix, clients, duration, processes, prefill)
+    ours = run_against(True, mix, clients, duration, processes, prefill)
+    ratio = ours["throughput"] / baseline["throughput"] if baseline["throughput"] else 0.0
+    return {"baseline": baseline, "tp4": ours, "ratio": ratio}
+
+
+# ----------------------------------------------------------------------
+# Boîte de 10 000 courriels
+# ----------------------------------------------------------------------
+
+def _connect(port: int) -> socket.socket:
+    """Connexion bloquante (délai de 120 s), sans l'algorithme de Nagle."""
+    sock = socket.create_connection((LOOPBACK, port), timeout=120)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _timed_exchange(sock: socket.socket, frame: bytes) -> tuple:
+    """
+    Durée d'un aller-retour (jusqu'au dernier octet de la réponse, sans
+    son décodage JSON) et message reçu.
+    """
+    began = time.perf_counter()
+    sock.sendall(frame)
+    text = glossocket.recv_msg(sock)
+    seconds = time.perf_counter() - began
+    return seconds, json.loads(text)
+
+
+def _fill_inbox(port: int, destination: str, emails: int, senders: int) -> dict:
+    """
+    Remplit une boîte par `senders` connexions en parallèle (une requête en
+    cours chacune, le protocole n'autorise pas mieux).
+    """
+    tally = _Tally()
+    clients = [_Client(index, f"expediteur{index}", str(index)) for index in range(senders)]
+    shares = [emails // senders + (index < emails % senders) for index in range(senders)]
+    driver = _Driver(LOOPBACK, port, clients, tally, strict=True)
+    try:
+        driver.connect()
+        driver.run(functools.partial(_setup_script, prefill=0))
+        began = time.perf_counter()
+        driver.run(lambda client: _sending_script(client, destination, shares[client.index]))
+        seconds = time.perf_counter() - began
+    finally:
+        driver.close()
+    return {"seconds": seconds, "emails_per_second": emails / seconds,
+            "errors": sum(tally.errors.values()), "violations": sum(tally.violations.values()),
+            "failed_connections": sum(tally.failures.values())}
+
+
+def _time_operations(sock: socket.socket, emails: int, repetitions: int) -> dict:
+    """
+    Médiane et p90 de list, stats, lecture #1 et lecture #N. Chaque opération
+    est répétée d'affilée : la requête qui suit une longue liste paie en
+    plus, côté client, le contrecoup de ce gros transfert.
+    """
+    operations = {"list": _LIST_FRAME, "stats": _STATS_FRAME,
+                  "read_first": _choice_frame(1), "read_last": _choice_frame(emails)}
+    samples = {name: [] for name in operations}
+    wrong = Counter()
+    for name, frame in operations.items():
+        for _ in range(repetitions):
+            seconds, message = _timed_exchange(sock, frame)
+            samples[name].append(seconds)
+            if message.get("header") != H.OK:
+                wrong[name] += 1
+    listing = _timed_exchange(sock, _LIST_FRAME)[1]
+    counted = _timed_exchange(sock, _STATS_FRAME)[1]["payload"]["count"]
+    results = {name: {"median_ms": statistics.median(values) * 1e3,
+                      "p90_ms": _percentile(sorted(values), 90) * 1e3}
+               for name, values in samples.items()}
+    return {"operations": results, "listed": len(listing["payload"]["email_list"]),
+            "counted": counted, "list_reply_bytes": len(json.dumps(listing).encode()),
+            "non_ok_replies": dict(wrong)}
+
+
+def _time_after_restart(port: int, owner: str) -> dict:
+    """Connexion puis deux listes après un redémarrage : la première reconstruit l'index."""
+    with _connect(port) as sock:
+        login, _ = _timed_exchange(sock, _auth_frame(H.AUTH_LOGIN, owner))
+        first, message = _timed_exchange(sock, _LIST_FRAME)
+        second, _ = _timed_exchange(sock, _LIST_FRAME)
+    return {"login_ms": login * 1e3, "first_list_ms": first * 1e3,
+            "second_list_ms": second * 1e3,
+            "listed": len(message.get("payload", {}).get("email_list", []))}
+
+
+def run_inbox(emails: int, senders: int, repetitions: int) -> dict:
+    """Remplit une boîte de `emails` courriels, mesure, redémarre, mesure encore."""
+    owner = "boite"
+    with tempfile.TemporaryDirectory(prefix="glo-bench-") as workdir:
+        with ServerProcess(workdir=workdir) as server, _connect(server.port) as sock:
+            _timed_exchange(sock, _auth_frame(H.AUTH_REGISTER, owner))
+            fill = _fill_inbox(server.port, f"{owner}@{gloutils.SERVER_DOMAIN}",
+                               emails, senders)
+            measures = _time_operations(sock, emails, repetitions)
+        with ServerProcess(workdir=workdir) as server:
+            restart = _time_after_restart(server.port, owner)
+    return {"emails": emails, "senders": senders, "repetitions": repetitions,
+            "fill": fill, **measures, "after_restart": restart}
+
+
+# ----------------------------------------------------------------------
+# Référence disque
+# ----------------------------------------------------------------------
+
+def _write_durably(folder: str, number: int, data: bytes) -> None:
+    """Création + écriture + fsync + renommage d'un petit fichier."""
+    temporary = os.path.join(folder, f".tmp-{number}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(descriptor, data)
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    os.rename(temporary, os.path.join(folder, f"{number:020d}.json"))
+
+
+def _fsync_directory(folder: str) -> None:
+    """Rend durables les renommages faits dans `folder`."""
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _timed(action, *args) -> float:
+    """Durée d'un appel, en secondes."""
+    began = time.perf_counter()
+    action(*args)
+    return time.perf_counter() - began
+
+
+def _sequential_costs(files: int, data: bytes) -> tuple:
+    """Coûts, un fichier après l'autre, de l'écriture sûre et du fsync du dossier."""
+    file_costs, directory_costs = [], []
+    with tempfile.TemporaryDirectory(prefix="glo-disk-") as folder:
+        for number in range(files):
+            file_costs.append(_timed(_write_durably, folder, number, data))
+            directory_costs.append(_timed(_fsync_directory, folder))
+    return file_costs, directory_costs
+
+
+def _parallel_rate(files: int, data: bytes, threads: int) -> float:
+    """
+    Fichiers/s quand `threads` fils font chacun écriture sûre puis fsync du
+    dossier : le journal du système de fichiers groupe alors les fsync.
+    """
+    with tempfile.TemporaryDirectory(prefix="glo-disk-") as folder:
+        def deliver(number: int) -> None:
+            _write_durably(folder, number, data)
+            _fsync_directory(folder)
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            seconds = _timed(lambda: list(pool.map(deliver, range(files))))
+    return files / seconds
+
+
+def run_disk(files: int) -> dict:
+    """
+    Coût brut, sur le disque des dossiers temporaires (celui des serveurs
+    lancés ici), d'un fichier de courriel écrit sûrement et du fsync du
+    dossier qui rend son renommage durable ; puis le débit qu'atteignent
+    `DISK_THREADS` fils qui en font autant en parallèle.
+    """
+    data = json.dumps({"sender": "a@glo2000.ca", "destination": "b@glo2000.ca",
+                       "subject": "Banc d'essai", "date": gloutils.get_current_utc_time(),
+                       "content": _BODY}).encode("utf-8")
+    file_costs, directory_costs = _sequential_costs(files, data)
+    file_mean = statistics.fmean(file_costs)
+    directory_mean = statistics.fmean(directory_costs)
+    return {
+        "folder": tempfile.gettempdir(), "files": files, "bytes_per_file": len(data),
+        "file_ms": {"median": statistics.median(file_costs) * 1e3, "mean": file_mean * 1e3},
+        "directory_fsync_ms": {"median": statistics.median(directory_costs) * 1e3,
+                               "mean": directory_mean * 1e3},
+        "emails_per_second": 1 / (file_mean + directory_mean),
+        "emails_per_second_grouped_fsync": 1 / file_mean,
+        "threads": DISK_THREADS,
+        "emails_per_second_parallel": _parallel_rate(files, data, DISK_THREADS),
+    }
+
+
+# ----------------------------------------------------------------------
+# Objectifs
+# ----------------------------------------------------------------------
+
+def _problems(result: dict) -> int:
+    """Erreurs, violations et clients en échec d'une charge, additionnés."""
+    return result["errors"] + result["violations"] + result["failed_clients"]
+
+
+def evaluate_targets(results: dict) -> list:
+    """Confronte les mesures de `all` aux objectifs fixés."""
+    read, mixed = results["read_100"], results["mixed_100"]
+    operations = results["inbox"]["operations"]
+    rows = [
+        ("read 100 : débit / plafond", read["ratio"], ">=", 0.35),
+        ("read 100 : p99 (ms)", read["tp4"]["latency_ms"]["all"]["p99_ms"], "<=", 25),
+        ("read 100 : erreurs + violations + échecs", _problems(read["tp4"]), "<=", 0),
+        ("mixed 100 : débit / plafond", mixed["ratio"], ">=", 0.15),
+        ("mixed 100 : p99 (ms)", mixed["tp4"]["latency_ms"]["all"]["p99_ms"], "<=", 50),
+        ("mixed 100 : erreurs + violations + échecs", _problems(mixed["tp4"]), "<=", 0),
+        ("mixed 1000 : erreurs + violations + échecs", _problems(results["mixed_1000"]),
+         "<=", 0),
+        ("boîte : list médiane (ms)", operations["list"]["median_ms"], "<=", 20),
+        ("boîte : stats médiane (ms)", operations["stats"]["median_ms"], "<=", 1),
+        ("boîte : lecture #1 médiane (ms)", operations["read_first"]["median_ms"], "<=", 2),
+        ("boîte : lecture #N médiane (ms)", operations["read_last"]["median_ms"], "<=", 2),
+    ]
+    return [{"target": label, "value": value, "limit": f"{sign} {limit}",
+             "met": value >= limit if sign == ">=" else value <= limit}
+            for label, value, sign, limit in rows]
+
+
+def run_all(args: argparse.Namespace, show) -> dict:
+    """
+    La série complète ; `show(nom, résultat)` reçoit chaque résultat aussitôt.
+    La référence disque est mesurée juste avant le mélange write, pour que
+    les deux chiffres comparés voient le même état du disque.
+    """
+    results = {}
+    for mix in ("read", "mixed"):
+        results[f"{mix}_100"] = compare_with_baseline(
+            mix, 100, args.duration, args.processes, DEFAULT_PREFILL)
+        show(f"{mix}_100", results[f"{mix}_100"])
+    results["disk"] = run_disk(args.files)
+    show("disk", results["disk"])
+    results["write_100"] = run_against(True, "write", 100, args.duration, args.processes, 0)
+    show("write_100", results["write_100"])
+    results["write_vs_disk"] = _write_vs_disk(results["write_100"], results["disk"])
+    show("write_vs_disk", results["write_vs_disk"])
+    results["mixed_1000"] = run_against(True, "mixed", 1000, args.duration, args.processes,
+                                        args.prefill_1000)
+    show("mixed_1000", results["mixed_1000"])
+    results["inbox"] = run_inbox(args.emails, args.senders, args.repetitions)
+    show("inbox", results["inbox"])
+    results["targets"] = evaluate_targets(results)
+    show("targets", results["targets"])
+    return results
+
+
+def _write_vs_disk(write: dict, disk: dict) -> dict:
+    """Débit du mélange write rapporté à ce que permet le disque nu."""
+    return {"write_emails_per_second": write["throughput"],
+            "disk_emails_per_second": disk["emails_per_second"],
+            "share": write["throughput"] / disk["emails_per_second"],
+            "share_grouped_fsync": (write["throughput"]
+                                    / disk["emails_per_second_grouped_fsync"]),
+            "share_parallel": write["throughput"] / disk["emails_per_second_parallel"]}
+
+
+# ----------------------------------------------------------------------
+# Affichage
+# ----------------------------------------------------------------------
+
+def _print_load(result: dict) -> None:
+    """Tableau des latences et bilan d'une charge."""
+    print(f"\n== {result['server']} : mélange {result['mix']}, {result['clients']} clients, "
+          f"{result['processes']} processus, {result['duration']:g} s "
+          f"(préremplissage {result['prefill']}, préparation {result['setup_seconds']:.1f} s)")
+    print(f"{'type':<7}{'requêtes':>10}{'req/s':>10}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}"
+          "  (ms)")
+    for kind, stats in result["latency_ms"].items():
+        if stats["count"]:
+            print(f"{kind:<7}{stats['count']:>10}{stats['per_second']:>10.0f}"
+                  f"{stats['p50_ms']:>9.2f}{stats['p90_ms']:>9.2f}{stats['p99_ms']:>9.2f}"
+                  f"{stats['max_ms']:>9.2f}")
+    checked = result["sessions_checked"]
+    sessions = "" if checked is None else f", fins de session vérifiées : {checked}"
+    print(f"erreurs : {result['errors']}, violations : {result['violations']}, "
+          f"clients en échec : {result['failed_clients']}{sessions}")
+    for label in ("error_samples", "violation_samples", "failure_reasons"):
+        for detail, count in result[label].items():
+            print(f"  {count} × {detail}")
+
+
+def _print_comparison(result: dict) -> None:
+    """Les deux charges, puis le rapport des débits."""
+    _print_load(result["baseline"])
+    _print_load(result["tp4"])
+    print(f"débit TP4_server / plafond : {result['ratio']:.1%}")
+
+
+def _print_inbox(result: dict) -> None:
+    """Remplissage, temps des opérations et redémarrage de la grande boîte."""
+    fill = result["fill"]
+    print(f"\n== Boîte de {result['emails']} courriels : remplie en {fill['seconds']:.1f} s "
+          f"({fill['emails_per_second']:.0f} courriels/s, {result['senders']} connexions ; "
+          f"erreurs {fill['errors']}, violations {fill['violations']}, "
+          f"échecs {fill['failed_connections']})")
+    print(f"listés : {result['listed']}, comptés : {result['counted']}, "
+          f"liste de {result['list_reply_bytes']} octets, "
+          f"réponses non OK : {result['non_ok_replies'] or 0}")
+    print(f"{'opération':<12}{'médiane':>10}{'p90':>10}  (ms, {result['repetitions']} fois)")
+    for name, stats in result["operations"].items():
+        print(f"{name:<12}{stats['median_ms']:>10.3f}{stats['p90_ms']:>10.3f}")
+    restart = result["after_restart"]
+    print(f"après redémarrage : connexion {restart['login_ms']:.1f} ms, première liste "
+          f"{restart['first_list_ms']:.0f} ms (index reconstruit, {restart['listed']} "
+          f"courriels), liste suivante {restart['second_list_ms']:.1f} ms")
+
+
+def _print_disk(result: dict) -> None:
+    """Coûts disque bruts et le débit de courriels qu'ils permettent."""
+    print(f"\n== Disque ({result['files']} fichiers de {result['bytes_per_file']} octets "
+          f"dans {result['folder']})")
+    print(f"création + écriture + fsync + renommage : médiane "
+          f"{result['file_ms']['median']:.3f} ms, moyenne {result['file_ms']['mean']:.3f} ms")
+    print(f"fsync du dossier : médiane {result['directory_fsync_ms']['median']:.3f} ms, "
+          f"moyenne {result['directory_fsync_ms']['mean']:.3f} ms")
+    print(f"=> {result['emails_per_second']:.0f} courriels/s avec un fsync de dossier "
+          f"chacun, {result['emails_per_second_grouped_fsync']:.0f}/s s'il est groupé, "
+          f"{result['emails_per_second_parallel']:.0f}/s par {result['threads']} fils "
+          f"en parallèle")
+
+
+def _print_write_vs_disk(result: dict) -> None:
+    """Débit du mélange write face au disque nu."""
+    print(f"mélange write : {result['write_emails_per_second']:.0f} courriels/s, soit "
+          f"{result['share']:.0%} des {result['disk_emails_per_second']:.0f}/s du disque nu "
+          f"({result['share_grouped_fsync']:.0%} avec fsync de dossier groupé, "
+          f"{result['share_parallel']:.0%} du débit en parallèle)")
+
+
+def _print_targets(rows: list) -> None:
+    """Un objectif par ligne : valeur mesurée, limite, verdict."""
+    print("\n== Objectifs")
+    for row in rows:
+        verdict = "atteint" if row["met"] else "MANQUÉ"
+        print(f"{row['target']:<45}{row['value']:>10.3f}  {row['limit']:<8}{verdict}")
+
+
+_PRINTERS = {
+    "load": _print_load, "baseline": _print_load, "compare": _print_comparison,
+    "read_100": _print_comparison, "mixed_100": _print_comparison,
+    "write_100": _print_load, "mixed_1000": _print_load,
+    "inbox": _print_inbox, "disk": _print_disk, "write_vs_disk": _print_write_vs_disk,
+    "targets": _print_targets,
+}
+
+
+def _shower(as_json: bool):
+    """Affiche chaque résultat en texte, sauf en mode JSON (tout à la fin)."""
+    def show(name: str, result) -> None:
+        """Affiche un résultat nommé."""
+        if not as_json:
+            _PRINTERS[name](result)
+            sys.stdout.flush()
+    return show
+
+
+# ----------------------------------------------------------------------
+# Ligne de commande
+# ----------------------------------------------------------------------
+
+def _positive(kind):
+    """Type argparse : un nombre strictement positif."""
+    def convert(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} n'est pas strictement positif")
+        return value
+    return convert
+
+
+def _option_groups() -> dict:
+    """Options partagées entre sous-commandes (analyseurs « parents » d'argparse)."""
+    groups = {name: argparse.ArgumentParser(add_help=False)
+              for name in ("output", "timing", "load", "inbox", "disk")}
+    groups["output"].add_argument(
+        "--json", action="store_true",
+        help="Affiche tous les résultats en JSON (à la fin) plutôt qu'en texte.")
+    groups["timing"].add_argument("--processes", type=_positive(int), default=2,
+                                  help="Processus générateurs (défaut : %(default)s).")
+    groups["timing"].add_argument("--duration", type=_positive(float), default=10.0,
+                                  help="Durée chronométrée d'une charge, en secondes "
+                                       "(défaut : %(default)s).")
+    groups["load"].add_argument("--mix", choices=sorted(MIXES), default="mixed",
+                                help="mixed : 30 %% list, 20 %% lecture, 20 %% stats, "
+                                     "30 %% envoi ; read : list, lecture et stats ; write : "
+                                     "envoi seulement (défaut : %(default)s).")
+    groups["load"].add_argument("--clients", type=_positive(int), default=100,
+                                help="Clients simultanés, un compte chacun "
+                                     "(défaut : %(default)s).")
+    groups["load"].add_argument("--prefill", type=int, default=None,
+                                help=f"Courriels déposés dans chaque boîte avant la mesure "
+                                     f"(défaut : {DEFAULT_PREFILL}, 0 pour write).")
+    groups["inbox"].add_argument("--emails", type=_positive(int), default=10_000,
+                                 help="Taille de la boîte mesurée (défaut : %(default)s).")
+    groups["inbox"].add_argument("--senders", type=_positive(int), default=8,
+                                 help="Connexions qui remplissent la boîte en parallèle "
+                                      "(défaut : %(default)s).")
+    groups["inbox"].add_argument("--repetitions", type=_positive(int), default=50,
+                                 help="Répétitions de chaque opération mesurée "
+                                      "(défaut : %(default)s).")
+    groups["disk"].add_argument("--files", type=_positive(int), default=500,
+                                help="Fichiers écrits pour la référence disque "
+                                     "(défaut : %(default)s).")
+    return groups
+
+
+def _parse_args(argv: Optional[list]) -> argparse.Namespace:
+    """Sous-commandes load, baseline, inbox, disk et all, et leurs options."""
+    groups = _option_groups()
+    output, timing, load = groups["output"], groups["timing"], groups["load"]
+    parser = argparse.ArgumentParser(description="Banc d'essai de TP4_server.py.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    command = commands.add_parser("load", parents=[output, timing, load],
+                                  help="Charge contre TP4_server.py.")
+    command.add_argument("--host", default=LOOPBACK,
+                         help="Adresse du serveur visé avec --port (défaut : %(default)s).")
+    command.add_argument("--port", type=int, default=None,
+                         help="Vise un serveur déjà lancé plutôt que d'en lancer un.")
+    command.add_argument("--compare-baseline", action="store_true",
+                         help="Mesure aussi le plafond et donne le rapport des débits.")
+    commands.add_parser("baseline", parents=[output, timing, load],
+                        help="Charge contre le plafond (boucle select() qui répond OK).")
+    commands.add_parser("inbox", parents=[output, groups["inbox"]],
+                        help="Opérations sur une très grande boîte, puis après redémarrage.")
+    commands.add_parser("disk", parents=[output, groups["disk"]],
+                        help="Coût brut d'une écriture sûre de fichier sur ce disque.")
+    command = commands.add_parser("all", parents=[output, timing, groups["inbox"],
+                                                  groups["disk"]],
+                                  help="read et mixed (100 clients, avec plafond), write "
+                                       "100, mixed 1000, boîte, disque et objectifs.")
+    command.add_argument("--prefill-1000", type=int, default=DEFAULT_PREFILL,
+                         help="Préremplissage des 1000 boîtes (défaut : %(default)s).")
+    args = parser.parse_args(argv)
+    _resolve_prefill(parser, args)
+    return args
+
+
+def _resolve_prefill(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fixe le préremplissage par défaut ; un mélange qui lit en exige au moins 1."""
+    if args.command not in ("load", "baseline", "all"):
+        return
+    if args.command == "all":
+        if args.prefill_1000 < 1:
+            parser.error("--prefill-1000 doit valoir au moins 1 (mixed lit des courriels).")
+        return
+    if args.prefill is None:
+        args.prefill = 0 if args.mix == "write" else DEFAULT_PREFILL
+    if args.prefill < 0 or ("read" in MIXES[args.mix] and args.prefill < 1):
+        parser.error(f"--prefill doit valoir au moins 1 avec --mix {args.mix}.")
+
+
+def _run_command(args: argparse.Namespace, show) -> dict:
+    """Exécute la sous-commande et renvoie ses résultats."""
+    if args.command == "all":
+        return run_all(args, show)
+    if args.command == "inbox":
+        result, name = run_inbox(args.emails, args.senders, args.repetitions), "inbox"
+    elif args.command == "disk":
+        result, name = run_disk(args.files), "disk"
+    elif args.command == "baseline":
+        result, name = run_against(False, args.mix, args.clients, args.duration,
+                                   args.processes, args.prefill), "baseline"
+    elif args.compare_baseline:
+        result, name = compare_with_baseline(args.mix, args.clients, args.duration,
+                                             args.processes, args.prefill), "compare"
+    else:
+        result, name = run_against(True, args.mix, args.clients, args.duration,
+                                   args.processes, args.prefill, args.host,
+                                   args.port), "load"
+    show(name, result)
+    return {name: result}
+
+
+def main(argv: Optional[list] = None) -> int:
+    """Point d'entrée : exécute la sous-commande et affiche ses résultats."""
+    args = _parse_args(argv)
+    results = _run_command(args, _shower(args.json))
+    if args.json:
+        print(json.dumps(results, indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,923 @@
+"""\
+GLO-2000 Travail pratique 4 - Tests hostiles du serveur
+
+Le serveur face à des clients qui trichent, traînent, inondent ou mentent,
+et face aux pannes : chaque test lance `TP4_server.py` (ou une instance de
+`Server` dans ce processus) dans un dossier temporaire neuf, sur un port
+libre de 127.0.0.1, et vérifie un comportement précis :
+
+- équité : une trame incomplète ne retarde personne, elle expire après
+  `--frame-timeout` ; une longueur démesurée ferme la connexion aussitôt ;
+  un relais SMTP muet ne bloque que son expéditeur ;
+- limites : `--max-clients`, 1 100 connexions simultanées, 10 000 cycles de
+  connexion sans fuite de descripteurs ni de mémoire ;
+- confinement : noms, destinations et expéditeurs hostiles, charges utiles
+  mal typées ;
+- durabilité : SIGKILL au hasard, dossier remplacé par un fichier, disque
+  plein ;
+- fuzzing reproductible pendant qu'un client honnête travaille.
+
+Les bornes de temps sont larges : elles distinguent « servi » de « bloqué »,
+jamais une mesure fine (voir `tests/stress.py` pour les chiffres).
+"""
+
+import collections
+import errno
+import hashlib
+import json
+import os
+import random
+import re
+import resource
+import select
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+from pathlib import Path
+from unittest import mock
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests import fuzzing, stress, support  # noqa: E402
+
+import TP4_server  # noqa: E402
+
+gloutils = support.gloutils
+glossocket = support.glossocket
+H = gloutils.Headers
+DOMAIN = gloutils.SERVER_DOMAIN
+PASSWORD = support.STRONG_PASSWORD
+MEBIBYTE = 1 << 20
+LOGIN_FAILED = "Nom d'utilisateur ou mot de passe invalide."
+INVALID_USERNAME = "Le nom d'utilisateur est invalide."
+_LENGTH = struct.Struct("!I")
+
+
+def email_payload(sender: str, destination: str, subject: str = "Sujet",
+                  content: str = "Contenu") -> dict:
+    return {"sender": sender, "destination": destination, "subject": subject,
+            "date": gloutils.get_current_utc_time(), "content": content}
+
+
+def tree(root: Path, ignore: tuple = ("server.log",)) -> dict:
+    """
+    Instantané d'une arborescence : chemin relatif → empreinte du contenu
+    (ou "dossier"). Le journal du serveur, qui grandit, est ignoré.
+    """
+    snapshot = {}
+    for folder, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            snapshot[os.path.relpath(os.path.join(folder, name), root)] = "dossier"
+        for name in filenames:
+            path = os.path.join(folder, name)
+            if name in ignore:
+                continue
+            relative = os.path.relpath(path, root)
+            with open(path, "rb") as file:
+                snapshot[relative] = hashlib.sha256(file.read()).hexdigest()
+    return snapshot
+
+
+def frames_until_closed(sock: socket.socket, wait: float = 5.0):
+    """
+    Trames reçues jusqu'à ce que le serveur ferme la connexion, ou None s'il
+    la garde ouverte plus de `wait` secondes.
+    """
+    sock.settimeout(wait)
+    data = bytearray()
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except socket.timeout:
+        return None
+    except OSError:
+        pass
+    frames = []
+    while len(data) >= _LENGTH.size:
+        (length,) = _LENGTH.unpack_from(data)
+        frames.append(json.loads(data[_LENGTH.size:_LENGTH.size + length]))
+        del data[:_LENGTH.size + length]
+    return frames
+
+
+class HostileTestCase(unittest.TestCase):
+    """Démarrage des serveurs et des clients, toujours nettoyés."""
+
+    def enter(self, context):
+        """`enterContext` de Python 3.11, écrit pour Python 3.10."""
+        value = context.__enter__()
+        self.addCleanup(context.__exit__, None, None, None)
+        return value
+
+    def start_server(self, *args: str, workdir=None) -> support.ServerProcess:
+        """
+        Lance le serveur ; sans relais donné, il pointe vers un port fermé de
+        127.0.0.1 : aucun test ne sort jamais de la boucle locale.
+        """
+        if "--smtp-host" not in args:
+            args = ("--smtp-host", support.LOOPBACK,
+                    "--smtp-port", str(support.free_port()), *args)
+        server = support.ServerProcess(*args, workdir=workdir)
+        self.addCleanup(server.__exit__, None, None, None)
+        return server.start()
+
+    def nested_workdir(self) -> tuple:
+        """
+        (dossier englobant, dossier de travail) : le serveur tourne trois
+        niveaux plus bas, pour qu'un `../..` sorti du dossier des données
+        reste sous le regard de l'instantané.
+        """
+        outer = tempfile.TemporaryDirectory(prefix="glo-hostile-")
+        self.addCleanup(outer.cleanup)
+        workdir = Path(outer.name) / "un" / "deux" / "travail"
+        workdir.mkdir(parents=True)
+        return Path(outer.name), workdir
+
+    def client(self, port: int, timeout: float = 10.0) -> support.RawClient:
+        client = support.RawClient(port, timeout=timeout)
+        self.addCleanup(client.close)
+        return client
+
+    def registered(self, port: int, username: str, timeout: float = 10.0) -> support.RawClient:
+        client = self.client(port, timeout)
+        self.assertOk(client.register(username))
+        return client
+
+    def assertOk(self, reply: dict) -> dict:
+        self.assertEqual(reply.get("header"), H.OK, reply)
+        return reply
+
+    def assertError(self, reply: dict, contains: str = "", msg: str = "") -> str:
+        """Un `ERROR` au message clair : jamais l'erreur interne d'une exception."""
+        self.assertEqual(reply.get("header"), H.ERROR, f"{msg} {reply}")
+        message = reply["payload"]["error_message"]
+        self.assertIsInstance(message, str, msg)
+        self.assertNotEqual(message, TP4_server.INTERNAL_ERROR, msg)
+        self.assertIn(contains, message, msg)
+        return message
+
+    def assertNoServerException(self, server: support.ServerProcess) -> None:
+        self.assertTrue(server.alive(), "Le serveur est mort.")
+        self.assertNotIn("Traceback", server.log())
+
+    def assertServing(self, port: int) -> None:
+        """Un client neuf est servi de bout en bout."""
+        with support.RawClient(port) as client:
+            name = f"temoin{random.randrange(1 << 30)}"
+            self.assertOk(client.register(name))
+            self.assertOk(client.send_email(f"{name}@{DOMAIN}", f"{name}@{DOMAIN}"))
+            self.assertEqual(len(self.assertOk(
+                client.request(H.INBOX_READING_REQUEST))["payload"]["email_list"]), 1)
+
+
+# ---------------------------------------------------------------------------
+# Équité
+# ---------------------------------------------------------------------------
+
+class FairnessTests(HostileTestCase):
+
+    def test_stalled_clients_do_not_delay_others(self):
+        """20 clients arrêtés au milieu d'une trame ; un autre est servi normalement."""
+        server = self.start_server()
+        stalled = stress.open_stalled(server.port, 20)
+        for sock, _ in stalled:
+            self.addCleanup(sock.close)
+        good = self.registered(server.port, "bon", timeout=5)
+        started = time.monotonic()
+        for index in range(30):
+            self.assertOk(good.send_email(f"bon@{DOMAIN}", f"bon@{DOMAIN}", f"s{index}"))
+            listing = self.assertOk(good.request(H.INBOX_READING_REQUEST))
+            self.assertEqual(len(listing["payload"]["email_list"]), index + 1)
+            self.assertOk(good.request(H.STATS_REQUEST))
+        self.assertLess(time.monotonic() - started, 20)
+        # Les bloqués n'ont rien perdu : la fin de leur trame est traitée.
+        for sock, rest in stalled:
+            sock.settimeout(5)
+            sock.sendall(rest)
+            self.assertError(json.loads(glossocket.recv_msg(sock)), LOGIN_FAILED)
+        self.assertNoServerException(server)
+
+    def test_incomplete_frame_expires_after_frame_timeout(self):
+        server = self.start_server("--frame-timeout", "0.5")
+        idle = self.client(server.port)
+        two_bytes = self.client(server.port)
+        two_bytes.send_raw(b"\x00\x00")
+        half = self.client(server.port)
+        body = json.dumps({"header": int(H.STATS_REQUEST)}).encode()
+        half.send_raw(_LENGTH.pack(len(body)) + body[:len(body) // 2])
+        self.assertTrue(two_bytes.closed_by_server(wait=8))
+        self.assertTrue(half.closed_by_server(wait=8))
+        # Une connexion inactive, sans trame commencée, n'est pas coupée.
+        self.assertError(idle.request(H.STATS_REQUEST), "connecté")
+        # Des trames complètes mais lentes (chacune dans le délai, leur
+        # ensemble au-delà) sont toutes servies.
+        # Chaque trame arrive en 5 morceaux sur 0,2 s ; les 4 trames prennent
+        # ensemble le double du délai.
+        slow = self.registered(server.port, "lent")
+        body = json.dumps({"header": int(H.INBOX_READING_REQUEST)}).encode()
+        data = _LENGTH.pack(len(body)) + body
+        step = -(-len(data) // 5)
+        started = time.monotonic()
+        for _ in range(4):
+            for start in range(0, len(data), step):
+                if start:
+                    time.sleep(0.05)
+                slow.send_raw(data[start:start + step])
+            self.assertOk(slow.recv())
+        self.assertGreater(time.monotonic() - started, 0.5)
+        self.assertNoServerException(server)
+
+    def test_oversized_length_closes_at_once(self):
+        server = self.start_server("--max-message", "4096")
+        pid = server.process.pid
+        bystander = self.registered(server.port, "voisin")
+        rss_before = support.process_rss_kib(pid)
+        huge = self.client(server.port)
+        huge.send_raw(_LENGTH.pack(2 ** 31))
+        # Fermée bien avant le délai de trame (10 s par défaut) : le serveur
+        # n'attend pas le corps annoncé.
+        self.assertTrue(huge.closed_by_server(wait=5))
+        self.assertLess(support.process_rss_kib(pid) - rss_before, 20 * 1024)
+        over = self.client(server.port)
+        over.send_raw(_LENGTH.pack(4097) + b"{")
+        self.assertTrue(over.closed_by_server(wait=5))
+        # Exactement à la limite : servie.
+        at_limit = self.client(server.port)
+        body = json.dumps({"header": int(H.STATS_REQUEST)}).encode()
+        at_limit.send_raw(_LENGTH.pack(4096) + body + b" " * (4096 - len(body)))
+        self.assertError(at_limit.recv(), "connecté")
+        self.assertOk(bystander.request(H.STATS_REQUEST))
+        self.assertNoServerException(server)
+
+    def test_silent_relay_blocks_only_its_sender(self):
+        relay = self.enter(support.SMTPReceiver("silent"))
+        server = self.start_server("--smtp-host", support.LOOPBACK, "--smtp-port",
+                                   str(relay.port), "--smtp-timeout", "1")
+        alice = self.registered(server.port, "alice")
+        bob = self.registered(server.port, "bob")
+        started = time.monotonic()
+        alice.send(H.EMAIL_SENDING, email_payload(f"alice@{DOMAIN}", "x@example.com"))
+        for _ in range(5):
+            self.assertOk(bob.request(H.STATS_REQUEST))
+        bob_done = time.monotonic()
+        pending, _, _ = select.select([alice.sock], [], [], 0)
+        self.assertEqual(pending, [], "Le relais a répondu avant que bob soit servi.")
+        self.assertError(alice.recv(), "n'a pas répondu à temps")
+        error_at = time.monotonic()
+        self.assertGreater(error_at - started, 0.5)
+        self.assertLess(bob_done - started, (error_at - started) / 2)
+        self.assertOk(alice.request(H.INBOX_READING_REQUEST))
+        self.assertNoServerException(server)
+
+
+# ---------------------------------------------------------------------------
+# Limites et épuisement
+# ---------------------------------------------------------------------------
+
+class LimitTests(HostileTestCase):
+
+    def test_connection_past_max_clients_gets_error(self):
+        server = self.start_server("--max-clients", "20")
+        clients = []
+        for _ in range(20):
+            # Une requête par connexion avant d'ouvrir la suivante : la sonde
+            # de démarrage de `ServerProcess` a alors quitté le compte.
+            clients.append(self.client(server.port))
+            self.assertError(clients[-1].request(H.STATS_REQUEST), "connecté")
+        extra = self.client(server.port)
+        frames = frames_until_closed(extra.sock)
+        self.assertIsNotNone(frames, "La connexion en trop est restée ouverte.")
+        self.assertEqual(len(frames), 1, frames)
+        self.assertError(frames[0], "plein")
+        for client in clients:
+            self.assertError(client.request(H.STATS_REQUEST), "connecté")
+        # Une place libérée est reprise.
+        clients[0].close()
+
+        def accepted() -> bool:
+            with support.RawClient(server.port) as probe:
+                try:
+                    reply = probe.request(H.STATS_REQUEST)
+                except glossocket.GLOSocketError:
+                    return False
+                return "connecté" in reply["payload"]["error_message"]
+        self.assertTrue(stress.wait_until(accepted, 10))
+        self.assertNoServerException(server)
+
+    def test_flood_of_1100_connections(self):
+        if stress.raise_fd_limit(1100 + 512) < 1100 + 512:
+            self.skipTest("Limite de descripteurs de ce processus trop basse.")
+        server = self.start_server()
+        # Un client déjà servi (la sonde de démarrage ne compte donc plus)
+        # occupe une des 1 000 places ; la rafale prend les 999 autres.
+        resident = self.client(server.port)
+        self.assertError(resident.request(H.STATS_REQUEST), "connecté")
+        counts = stress.run_flood(server.port, 1100)
+        self.assertEqual(counts.get("connectees"), 1100, counts)
+        self.assertEqual(counts.get("servies"), 999, counts)
+        refused = counts.get("refusees_error", 0) + counts.get("refusees_fermeture", 0)
+        self.assertEqual(refused, 101, counts)
+        self.assertGreater(counts.get("refusees_error", 0), 0, counts)
+        self.assertNotIn("reponse_inattendue", counts)
+        self.assertError(resident.request(H.STATS_REQUEST), "connecté")
+        self.assertServing(server.port)
+        self.assertNoServerException(server)
+
+    def start_with_descriptor_limit(self, limit: int) -> tuple:
+        """
+        (port, processus, journal) d'un serveur dont la limite dure de
+        descripteurs est `limit` : il ne peut pas la relever.
+        """
+        workdir = tempfile.TemporaryDirectory(prefix="glo-fd-")
+        self.addCleanup(workdir.cleanup)
+        port = support.free_port()
+        log_path = Path(workdir.name) / "server.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, str(support.SERVER_SCRIPT), "--host", support.LOOPBACK,
+                 "--port", str(port), "--smtp-host", support.LOOPBACK,
+                 "--smtp-port", str(support.free_port())],
+                cwd=workdir.name, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)))
+
+        def stop() -> None:
+            process.kill()
+            process.wait(timeout=10)
+        self.addCleanup(stop)
+        support.wait_for_port(port)
+        return port, process, log_path
+
+    def test_descriptor_limit_below_max_clients(self):
+        """
+        Limite de descripteurs trop basse pour `--max-clients` : les
+        connexions en trop reçoivent le même `ERROR`, au lieu d'un `accept()`
+        en échec qui ferait tourner la boucle à vide (et gonfler le journal).
+        """
+        port, process, log_path = self.start_with_descriptor_limit(64)
+        served, refused = [], 0
+        for _ in range(80):
+            client = self.client(port, timeout=5)
+            try:
+                reply = client.request(H.STATS_REQUEST)
+            except glossocket.GLOSocketError:
+                self.fail("Connexion sans réponse ni refus.")
+            except ConnectionError:
+                refused += 1
+                continue
+            if "plein" in reply["payload"]["error_message"]:
+                refused += 1
+                self.assertIsNotNone(frames_until_closed(client.sock))
+            else:
+                self.assertError(reply, "connecté")
+                served.append(client)
+        self.assertGreater(len(served), 10)
+        self.assertGreater(refused, 0)
+        time.sleep(0.5)
+        self.assertIsNone(process.poll())
+        self.assertLess(len(log_path.read_text(encoding="utf-8").splitlines()), 1000)
+        for client in served:
+            self.assertError(client.request(H.STATS_REQUEST), "connecté")
+        for client in served:
+            client.close()
+        self.assertTrue(stress.wait_until(lambda: self._accepted(port), 10))
+
+    @staticmethod
+    def _accepted(port: int) -> bool:
+        with support.RawClient(port) as probe:
+            try:
+                reply = probe.request(H.STATS_REQUEST)
+            except (glossocket.GLOSocketError, ConnectionError):
+                return False
+        return "connecté" in reply["payload"]["error_message"]
+
+    def test_connect_disconnect_cycles_leak_nothing(self):
+        server = self.start_server()
+        pid = server.process.pid
+        fd_before = stress.quiet_fd_count(pid)
+        stress.run_cycles(server.port, 300, seed=1)  # Chauffe de l'allocateur.
+        self.assertTrue(stress.server_settled(pid, fd_before))
+        rss_before = support.process_rss_kib(pid)
+        started = time.monotonic()
+        counts = stress.run_cycles(server.port, 10_000, seed=2)
+        self.assertEqual(set(counts), set(stress.CYCLE_KINDS))
+        self.assertTrue(stress.server_settled(pid, fd_before, timeout=20),
+                        f"{support.process_fd_count(pid)} descripteurs, {fd_before} au départ")
+        self.assertLess(support.process_rss_kib(pid) - rss_before, 5 * 1024)
+        self.assertLess(time.monotonic() - started, 60)
+        self.assertServing(server.port)
+        self.assertNoServerException(server)
+
+
+# ---------------------------------------------------------------------------
+# Rien ne s'échappe, personne n'usurpe
+# ---------------------------------------------------------------------------
+
+class ConfinementTests(HostileTestCase):
+
+    HOSTILE_USERNAMES = (
+        "..", ".", "a/b", "../x", "../../x", "/tmp/x", "a\\b", "LOST", "lost", "Lost",
+        "a" * 65, "b" * 10_000, "Éloïse", "名前", "", " ", "a b", "a\x00b", "a\nb",
+        "bob\n", "\nbob", "a\rb", "a\tb", "bob\ud800", "~root", "a:b", "a*b",
+    )
+
+    def test_hostile_usernames_refused_and_nothing_created(self):
+        outer, workdir = self.nested_workdir()
+        server = self.start_server(workdir=workdir)
+        client = self.client(server.port)
+        before = tree(outer)
+        for username in self.HOSTILE_USERNAMES:
+            with self.subTest(username=username[:20]):
+                self.assertError(client.register(username), INVALID_USERNAME)
+                self.assertError(client.login(username), LOGIN_FAILED)
+        self.assertEqual(tree(outer), before)
+        # Témoin : un nom valide crée exactement son dossier et son `pass`.
+        self.assertOk(client.register("Qing.Long"))
+        created = set(tree(outer)) - set(before)
+        data = os.path.relpath(server.data_dir, outer)
+        self.assertEqual(created, {os.path.join(data, "Qing.Long"),
+                                   os.path.join(data, "Qing.Long", "pass")})
+        self.assertError(self.client(server.port).register("QING.LONG"), "déjà utilisé")
+        self.assertNoServerException(server)
+
+    SHAPED_DESTINATIONS = (
+        f"../../etc@{DOMAIN}", f"..@{DOMAIN}", f"LOST@{DOMAIN}", f"lost@{DOMAIN}",
+        f"a/b@{DOMAIN}", f"../bob@{DOMAIN}", f"bob/..@{DOMAIN}", f"pass@{DOMAIN}",
+    )
+    MALFORMED_DESTINATIONS = (
+        f"@{DOMAIN}", "no-at-sign", f"a@b@{DOMAIN}", "", "bob@",
+        f"bob@{DOMAIN}\r\nBcc: eve@example.com", f"bob@{DOMAIN}\n", f"\r\nbob@{DOMAIN}",
+        f"bob\r@{DOMAIN}", f"bob@{DOMAIN}\x00", f"bob @{DOMAIN}",
+        "x@example.com\r\nBcc: y@example.com", "x@example.com\n",
+        "bob@" + "x" * 300 + ".ca",
+    )
+
+    def test_hostile_destinations(self):
+        relay = self.enter(support.SMTPReceiver("accept"))
+        outer, workdir = self.nested_workdir()
+        server = self.start_server("--smtp-host", support.LOOPBACK, "--smtp-port",
+                                   str(relay.port), workdir=workdir)
+        alice = self.registered(server.port, "alice")
+        self.registered(server.port, "bob")
+        before = tree(outer)
+        for destination in self.SHAPED_DESTINATIONS + self.MALFORMED_DESTINATIONS:
+            with self.subTest(destination=destination[:40]):
+                self.assertError(alice.send_email(f"alice@{DOMAIN}", destination))
+        # Témoin : un destinataire interne inconnu et bien formé va dans LOST.
+        self.assertError(alice.send_email(f"alice@{DOMAIN}", f"inconnu@{DOMAIN}"),
+                         "n'existe pas")
+        lost = os.path.relpath(server.data_dir / gloutils.SERVER_LOST_DIR, outer)
+        after = tree(outer)
+        changed = {path for path in after if before.get(path) != after[path]}
+        self.assertEqual({path for path in before if path not in after}, set())
+        copies = collections.Counter()
+        for path in changed:
+            self.assertEqual(os.path.dirname(path), lost, f"Fichier hors de LOST : {path}")
+            self.assertTrue(path.endswith(".json"), path)
+            with open(outer / path, encoding="utf-8") as email_file:
+                copies[json.load(email_file)["destination"]] += 1
+        self.assertEqual(copies[f"inconnu@{DOMAIN}"], 1)
+        for destination, count in copies.items():
+            self.assertIn(destination, self.SHAPED_DESTINATIONS + (f"inconnu@{DOMAIN}",))
+            self.assertEqual(count, 1, destination)
+        self.assertEqual(relay.messages, [], "Une adresse hostile a atteint le relais.")
+        self.assertNoServerException(server)
+
+    def test_sender_must_be_the_logged_in_user(self):
+        relay = self.enter(support.SMTPReceiver("accept"))
+        outer, workdir = self.nested_workdir()
+        server = self.start_server("--smtp-host", support.LOOPBACK, "--smtp-port",
+                                   str(relay.port), workdir=workdir)
+        alice = self.registered(server.port, "alice")
+        bob = self.registered(server.port, "bob")
+        before = tree(outer)
+        forged = (f"bob@{DOMAIN}", "alice@example.com", f"alice@{DOMAIN} ",
+                  f" alice@{DOMAIN}", "alice", f"alice@{DOMAIN}\n", f"alice@{DOMAIN}.",
+                  "", f"alice@{DOMAIN},bob@{DOMAIN}", f"alice@{DOMAIN}\x00",
+                  f"alice+x@{DOMAIN}", f"ALICE@{DOMAIN}\r\nBcc: x@example.com")
+        for sender in forged:
+            for destination in (f"bob@{DOMAIN}", "x@example.com", f"inconnu@{DOMAIN}"):
+                with self.subTest(sender=sender, destination=destination):
+                    self.assertError(alice.send_email(sender, destination), "expéditeur")
+        anonymous = self.client(server.port)
+        self.assertError(anonymous.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}"), "connecté")
+        self.assertEqual(tree(outer), before)
+        self.assertEqual(relay.messages, [])
+        # La comparaison ignore la casse.
+        self.assertOk(alice.send_email(f"ALICE@{DOMAIN.upper()}", f"bob@{DOMAIN}"))
+        self.assertOk(alice.send_email("Alice@Glo2000.Ca", f"bob@{DOMAIN}"))
+        listing = self.assertOk(bob.request(H.INBOX_READING_REQUEST))["payload"]["email_list"]
+        self.assertEqual(len(listing), 2)
+        alice.send(H.AUTH_LOGOUT)
+        self.assertError(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}"), "connecté")
+        self.assertNoServerException(server)
+
+    def test_ill_typed_payloads_get_error(self):
+        server = self.start_server()
+        anonymous = self.client(server.port, timeout=5)
+        logged = self.registered(server.port, "alice", timeout=5)
+        # Un courriel dans la boîte : `{"choice": true}` ne doit pas le lire.
+        self.assertOk(logged.send_email(f"alice@{DOMAIN}", f"alice@{DOMAIN}"))
+        big = "a" * MEBIBYTE
+        nested = "[" * 100_000 + "]" * 100_000
+        nested_objects = '{"a":' * 100_000 + "1" + "}" * 100_000
+        email_ = email_payload(f"alice@{DOMAIN}", f"alice@{DOMAIN}")
+
+        def message(header, payload=...):
+            body = {"header": header}
+            if payload is not ...:
+                body["payload"] = payload
+            return json.dumps(body)
+
+        cases = [
+            message("4", {"username": "u", "password": PASSWORD}),
+            message("AUTH_LOGIN"), message(None), message(10.0), message(True),
+            message(False), message([10]), message({"h": 10}), message(0), message(11),
+            message(-1), message(2 ** 64), message(int(H.OK)), message(int(H.ERROR)),
+            '{"payload": {}}', "[]", '"bonjour"', "null", "42", "true", "", " ",
+            "{", '{"header": 10} x', '{"header": NaN}', '{"header": 1e999}',
+            nested, nested_objects, message(int(H.AUTH_REGISTER), json.loads("[" * 50 + "]" * 50)),
+            '{"header": 4, "payload": ' + nested + "}",
+            '{"header": 9, "payload": ' + nested_objects + "}",
+            b"\xff\xfe\xfd", b'{"header": "\xe9"}', b"\x00" * 16,
+        ]
+        for header in (H.AUTH_REGISTER, H.AUTH_LOGIN):
+            cases += [
+                message(int(header)), message(int(header), None), message(int(header), []),
+                message(int(header), "x"), message(int(header), {}),
+                message(int(header), {"username": 1, "password": 2}),
+                message(int(header), {"username": "zoe"}),
+                message(int(header), {"password": PASSWORD}),
+                message(int(header), {"username": None, "password": PASSWORD}),
+                message(int(header), {"username": ["zoe"], "password": PASSWORD}),
+                message(int(header), {"username": "zoe", "password": True}),
+                message(int(header), {"username": big, "password": PASSWORD}),
+                message(int(header), {"username": "zoe", "password": big}),
+                message(int(header), {"username": "zoe\udfff", "password": PASSWORD}),
+            ]
+        for choice in ("1", 1.0, True, False, None, [1], {}, 0, -1, 2 ** 70, 1e308):
+            cases.append(message(int(H.INBOX_READING_CHOICE), {"choice": choice}))
+        cases += [message(int(H.INBOX_READING_CHOICE)),
+                  message(int(H.INBOX_READING_CHOICE), {}),
+                  message(int(H.INBOX_READING_CHOICE), [1]),
+                  message(int(H.EMAIL_SENDING)), message(int(H.EMAIL_SENDING), "x"),
+                  message(int(H.EMAIL_SENDING), [email_])]
+        for key in email_:
+            for value in (1, None, [email_[key]], True, {"a": 1}):
+                cases.append(message(int(H.EMAIL_SENDING), {**email_, key: value}))
+            cases.append(message(int(H.EMAIL_SENDING),
+                                 {k: v for k, v in email_.items() if k != key}))
+        cases += [message(int(H.EMAIL_SENDING), {**email_, "destination": big}),
+                  message(int(H.EMAIL_SENDING), {**email_, "sender": big}),
+                  message(int(H.EMAIL_SENDING), {**email_, "destination": big + f"@{DOMAIN}"})]
+        for index, case in enumerate(cases):
+            data = case.encode("utf-8") if isinstance(case, str) else case
+            for who, client in (("anonyme", anonymous), ("connecté", logged)):
+                # Arrêt au premier écart : une connexion désynchronisée
+                # ferait échouer tous les cas suivants, chacun après un délai.
+                context = f"cas {index} ({who}) : {data[:60]!r}"
+                client.send_raw(_LENGTH.pack(len(data)) + data)
+                try:
+                    reply = client.recv()
+                except glossocket.GLOSocketError as ex:
+                    self.fail(f"{context} : aucune réponse ({ex})")
+                self.assertError(reply, msg=context)
+        self.assertEqual(sorted(path.name for path in server.data_dir.iterdir()),
+                         [gloutils.SERVER_LOST_DIR, "alice"])
+        # Une demi-paire de substitution (JSON l'admet) dans un mot de passe
+        # bien typé : accepté ou refusé, mais jamais une exception.
+        odd = {"username": "zoe", "password": PASSWORD + "\ud800"}
+        registered = anonymous.request(H.AUTH_REGISTER, odd)
+        self.assertNotEqual(registered["payload"]["error_message"]
+                            if registered["header"] == H.ERROR else "", TP4_server.INTERNAL_ERROR)
+        self.assertEqual(anonymous.request(H.AUTH_LOGIN, odd)["header"], registered["header"])
+        self.assertServing(server.port)
+        self.assertNoServerException(server)
+
+
+# ---------------------------------------------------------------------------
+# Rien ne se perd
+# ---------------------------------------------------------------------------
+
+class CrashSafetyTests(HostileTestCase):
+
+    ROUNDS = 8
+    WRITERS = 6
+    SUBJECT = re.compile(r"\[(w\d+x\d+-\d+)\]")
+
+    def test_acknowledged_emails_survive_sigkill(self):
+        rng = random.Random(20221128)
+        _, workdir = self.nested_workdir()
+        acknowledged: dict[str, str] = {}
+        accounts: set[str] = set()
+        checked: set[str] = set()
+        for round_ in range(self.ROUNDS):
+            server = self.start_server(workdir=workdir)
+            self.check_durable(server, acknowledged, accounts, checked)
+            if round_ == 0:
+                self.registered(server.port, "puits").close()
+                accounts.add("puits")
+            self.write_until_killed(server, round_, rng.uniform(0.05, 0.6),
+                                    acknowledged, accounts)
+            self.plant_interrupted_writes(server.data_dir / "puits", rng)
+        server = self.start_server(workdir=workdir)
+        self.check_durable(server, acknowledged, accounts, checked)
+        self.assertGreater(len(acknowledged), self.ROUNDS * 10)
+        self.assertNoServerException(server)
+
+    @staticmethod
+    def plant_interrupted_writes(folder: Path, rng: random.Random) -> None:
+        """
+        Ajoute ce qu'une panne peut laisser à coup sûr, quel que soit l'instant
+        tiré : un temporaire complet déjà lié sous son nom final (panne entre
+        le lien et l'effacement) et un temporaire coupé au milieu de l'écriture.
+        """
+        emails = sorted(path for path in folder.iterdir()
+                        if path.name.endswith(".json"))
+        if not emails:
+            return
+        content = rng.choice(emails).read_bytes()
+        (folder / f".tmp-{time.time_ns()}").write_bytes(content)
+        (folder / f".tmp-{time.time_ns() + 1}").write_bytes(content[: len(content) // 2])
+
+    def write_until_killed(self, server, round_: int, delay: float,
+                           acknowledged: dict, accounts: set) -> None:
+        """Des clients écrivent sans arrêt ; SIGKILL après `delay` secondes."""
+        lock = threading.Lock()
+        refusals = []
+
+        def writer(index: int) -> None:
+            name = f"w{round_}x{index}"
+            try:
+                with support.RawClient(server.port, timeout=10) as client:
+                    if client.register(name)["header"] != H.OK:
+                        return
+                    with lock:
+                        accounts.add(name)
+                    for number in range(1_000_000):
+                        destination = name if number % 2 else "puits"
+                        token = f"{name}-{number}"
+                        reply = client.send_email(f"{name}@{DOMAIN}", f"{destination}@{DOMAIN}",
+                                                  f"[{token}]", content=f"[{token}]" * 20)
+                        with lock:
+                            if reply["header"] == H.OK:
+                                acknowledged[token] = destination
+                            else:
+                                refusals.append(reply)
+            except (OSError, glossocket.GLOSocketError, ValueError):
+                return
+
+        threads = [threading.Thread(target=writer, args=(index,), daemon=True)
+                   for index in range(self.WRITERS)]
+        for thread in threads:
+            thread.start()
+        time.sleep(delay)
+        server.kill()
+        for thread in threads:
+            thread.join(timeout=15)
+            self.assertFalse(thread.is_alive())
+        self.assertEqual(refusals, [])
+
+    def check_durable(self, server, acknowledged: dict, accounts: set, checked: set) -> None:
+        """
+        Après un redémarrage : chaque compte confirmé se connecte, chaque
+        courriel confirmé est listé une seule fois et se lit, et la liste
+        compte exactement les fichiers de courriel valides du dossier.
+        """
+        for name in sorted(accounts):
+            with support.RawClient(server.port) as client:
+                self.assertOk(client.login(name))
+                lines = self.assertOk(client.request(H.INBOX_READING_REQUEST)
+                                      )["payload"]["email_list"]
+                found = collections.Counter(
+                    subject for line in lines for subject in self.SUBJECT.findall(line))
+                duplicated = [subject for subject, count in found.items() if count != 1]
+                self.assertEqual(duplicated, [], f"{name} : en double")
+                expected = {subject for subject, owner in acknowledged.items() if owner == name}
+                self.assertEqual(expected - set(found), set(), f"{name} : perdus")
+                stats = self.assertOk(client.request(H.STATS_REQUEST))["payload"]
+                self.assertEqual(stats["count"], len(lines))
+                folder = server.data_dir / name
+                self.assertEqual(self.valid_email_files(folder), len(lines))
+                for number, line in enumerate(lines, start=1):
+                    subjects = self.SUBJECT.findall(line)
+                    if not subjects or subjects[0] not in expected or subjects[0] in checked:
+                        continue
+                    email_ = self.assertOk(client.request(
+                        H.INBOX_READING_CHOICE, {"choice": number}))["payload"]
+                    self.assertEqual(email_["subject"], f"[{subjects[0]}]")
+                    self.assertEqual(email_["content"], email_["subject"] * 20)
+                    checked.add(subjects[0])
+
+    @staticmethod
+    def valid_email_files(folder: Path) -> int:
+        """Fichiers de courriel complets du dossier, hors temporaires."""
+        count = 0
+        for path in folder.iterdir():
+            if path.name == gloutils.PASSWORD_FILENAME or path.name.startswith(".tmp-"):
+                continue
+            try:
+                content = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError:
+                continue
+            if isinstance(content, dict) and all(
+                    isinstance(content.get(key), str)
+                    for key in gloutils.EmailContentPayload.__annotations__):
+                count += 1
+        return count
+
+
+class DiskFaultTests(HostileTestCase):
+
+    def assertNoTemporary(self, data_dir: Path) -> None:
+        leftovers = [path for path in tree(data_dir) if ".tmp-" in path]
+        self.assertEqual(leftovers, [])
+
+    def test_recipient_folder_replaced_by_a_file(self):
+        """Root passe outre chmod : le dossier devient un fichier ordinaire."""
+        server = self.start_server()
+        alice = self.registered(server.port, "alice")
+        bob = self.registered(server.port, "bob")
+        carol = self.registered(server.port, "carol")
+        self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "avant"))
+        folder = server.data_dir / "bob"
+        aside = server.workdir / "bob-de-cote"
+        folder.rename(aside)
+        folder.write_bytes(b"pas un dossier")
+        kept = tree(aside)
+        message = self.assertError(
+            alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "pendant"))
+        self.assertIn("n'a pas pu être enregistré", message)
+        self.assertOk(carol.request(H.INBOX_READING_REQUEST))
+        self.assertEqual(folder.read_bytes(), b"pas un dossier")
+        self.assertEqual(tree(aside), kept)
+        self.assertNoTemporary(server.data_dir)
+        # LOST remplacé de même : le courriel perdu ne peut être gardé.
+        lost = server.data_dir / gloutils.SERVER_LOST_DIR
+        lost.rename(server.workdir / "lost-de-cote")
+        lost.write_bytes(b"")
+        self.assertIn("n'a pas pu être enregistré", self.assertError(
+            alice.send_email(f"alice@{DOMAIN}", f"inconnu@{DOMAIN}")))
+        lost.unlink()
+        (server.workdir / "lost-de-cote").rename(lost)
+        folder.unlink()
+        aside.rename(folder)
+        self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "apres"))
+        lines = self.assertOk(bob.request(H.INBOX_READING_REQUEST))["payload"]["email_list"]
+        self.assertEqual([line.split(" - ")[1].split()[0] for line in lines],
+                         ["apres", "avant"])
+        self.assertNoTemporary(server.data_dir)
+        self.assertNoServerException(server)
+
+    def start_in_process(self) -> TP4_server.Server:
+        """Une instance de `Server` dans ce processus, servie par un fil."""
+        workdir = tempfile.TemporaryDirectory(prefix="glo-enospc-")
+        self.addCleanup(workdir.cleanup)
+        previous = os.getcwd()
+        os.chdir(workdir.name)
+        self.addCleanup(os.chdir, previous)
+        logs = self.enter(self.assertLogs("TP4_server", "INFO"))
+        server = TP4_server.Server(support.LOOPBACK, support.free_port(),
+                                   smtp_host=support.LOOPBACK, smtp_port=support.free_port())
+        server.test_logs = logs
+        stop = threading.Event()
+        failures = []
+
+        def serve() -> None:
+            try:
+                while not stop.is_set():
+                    server._serve_once()
+            except Exception as ex:  # pragma: no cover - rapporté par le test
+                failures.append(ex)
+
+        thread = threading.Thread(target=serve, name="serveur-en-processus", daemon=True)
+        thread.start()
+
+        def shutdown() -> None:
+            stop.set()
+            try:
+                server._wakeup_writer.send(b"\0")
+            except OSError:
+                pass
+            thread.join(timeout=10)
+            server.cleanup()
+            self.assertFalse(thread.is_alive())
+            self.assertEqual(failures, [])
+        self.addCleanup(shutdown)
+        server.data_dir = Path(workdir.name) / gloutils.SERVER_DATA_DIR
+        server.port = server._server_socket.getsockname()[1]
+        return server
+
+    def test_disk_full_during_write(self):
+        """L'écriture s'arrête à mi-chemin sur ENOSPC."""
+        self.check_disk_full("write")
+
+    def test_disk_full_during_fsync(self):
+        """`fsync` signale ENOSPC (allocation différée du système de fichiers)."""
+        self.check_disk_full("fsync")
+
+    def check_disk_full(self, variant: str) -> None:
+        server = self.start_in_process()
+        port, data_dir = server.port, server.data_dir
+        full = threading.Event()
+        real_write, real_fsync = os.write, os.fsync
+
+        def on_full_disk(descriptor: int) -> bool:
+            return full.is_set() and stat.S_ISREG(os.fstat(descriptor).st_mode)
+
+        def fake_write(descriptor, data):
+            """L'écriture s'arrête à mi-chemin sur « plus d'espace »."""
+            if not on_full_disk(descriptor):
+                return real_write(descriptor, data)
+            real_write(descriptor, bytes(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def fake_fsync(descriptor):
+            if on_full_disk(descriptor):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real_fsync(descriptor)
+
+        patch = (mock.patch("os.write", fake_write) if variant == "write"
+                 else mock.patch("os.fsync", fake_fsync))
+        self.enter(patch)
+        alice = self.registered(port, "alice")
+        bob = self.registered(port, "bob")
+        carol = self.registered(port, "carol")
+        self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "avant"))
+        before = tree(data_dir)
+        full.set()
+        message = self.assertError(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "plein"))
+        self.assertIn("plus d'espace disque", message)
+        self.assertIn("plus d'espace disque", self.assertError(
+            alice.send_email(f"alice@{DOMAIN}", f"inconnu@{DOMAIN}")))
+        self.assertIn("Plus d'espace disque", self.assertError(
+            self.client(port).register("dave")))
+        # Les autres sont servis pendant la panne.
+        self.assertOk(carol.request(H.INBOX_READING_REQUEST))
+        self.assertOk(bob.request(H.STATS_REQUEST))
+        self.assertEqual(tree(data_dir), before, "Écriture partielle laissée sur le disque.")
+        full.clear()
+        self.assertError(self.client(port).login("dave"), LOGIN_FAILED)
+        self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "apres"))
+        self.assertOk(self.client(port).register("dave"))
+        lines = self.assertOk(bob.request(H.INBOX_READING_REQUEST))["payload"]["email_list"]
+        self.assertEqual(len(lines), 2)
+        self.assertEqual(self.assertOk(bob.request(H.STATS_REQUEST))["payload"]["count"], 2)
+        self.assertTrue(any("No space left" in line or "ENOSPC" in line or "28" in line
+                            for line in server.test_logs.output))
+
+
+# ---------------------------------------------------------------------------
+# Fuzzing
+# ---------------------------------------------------------------------------
+
+class FuzzTests(HostileTestCase):
+
+    SEED = 20221128
+    CASES = 5000
+
+    def test_generator_is_reproducible(self):
+        """La même graine redonne exactement les mêmes cas ; une autre, non."""
+        first = list(fuzzing.FuzzCaseGenerator(self.SEED).cases(500))
+        again = list(fuzzing.FuzzCaseGenerator(self.SEED).cases(500))
+        other = list(fuzzing.FuzzCaseGenerator(self.SEED + 1).cases(500))
+        self.assertEqual(first, again)
+        self.assertNotEqual(first, other)
+        self.assertGreaterEqual({case.kind for case in first},
+                                {kind for kind, _ in fuzzing.FuzzCaseGenerator.KINDS} - {"gros"})
+
+    def test_fuzzed_frames_while_a_good_client_works(self):
+        relay = self.enter(support.SMTPReceiver("accept"))
+        server = self.start_server("--smtp-host", support.LOOPBACK, "--smtp-port",
+                                   str(relay.port), "--smtp-timeout", "2")
+        good = fuzzing.GoodClient(server.port, "honnete", seed=self.SEED)
+        good.start()
+        self.addCleanup(good.stop)
+        self.assertTrue(stress.wait_until(lambda: good.cycles or good.failure, 10))
+        generator = fuzzing.FuzzCaseGenerator(self.SEED, peers=("honnete",))
+        fuzzing.register_account(server.port, generator)
+        driver = fuzzing.FuzzDriver(server.port, generator, connections=4)
+        counts = driver.run(self.CASES)
+        cycles_during_fuzz = good.cycles
+        good.stop()
+        self.assertFalse(good.is_alive())
+        self.assertIsNone(good.failure)
+        self.assertGreater(cycles_during_fuzz, 1)
+        self.assertEqual(counts["cas"], self.CASES)
+        self.assertEqual(driver.problems, [])
+        # Des trames bien découpées, même absurdes, ne coûtent jamais la
+        # connexion : seuls les cas terminaux (et `BYE`) la finissent.
+        self.assertEqual(counts["fermetures_serveur"], 0, counts)
+        self.assertGreater(counts["reponses_ok"], 0)
+        self.assertGreater(counts["reponses_error"], self.CASES // 4)
+        self.assertNoServerException(server)
+        self.assertServing(server.port)
+
+
+if __name__ == "__main__":
+    unittest.main()
