@@ -12,6 +12,7 @@ tous les clients. Le fichier se lit en trois couches :
 import argparse
 import bisect
 import concurrent.futures
+import datetime
 import email.message
 import email.utils
 import errno
@@ -223,18 +224,16 @@ class _Mailbox:
     lire et compter ne relisent jamais tout le dossier.
     """
 
-    __slots__ = ("emails", "size", "names", "_listing")
+    __slots__ = ("emails", "size", "_listing")
 
     def __init__(self) -> None:
         self.emails: list[_Email] = []
         self.size = 0
-        self.names: set[str] = set()
         self._listing: typing.Optional[list[str]] = None
 
     def add(self, entry: _Email) -> None:
         """Range un courriel selon sa date, puis son ordre d'arrivée."""
         bisect.insort(self.emails, entry, key=lambda email_: email_.sort_key)
-        self.names.add(entry.filename)
         self.size += entry.size
         self._listing = None
 
@@ -385,7 +384,11 @@ class Server:
         self._max_clients = min(self._max_clients, room)
 
     def cleanup(self) -> None:
-        """Ferme toutes les connexions, le socket d'écoute et les relais."""
+        """
+        Ferme toutes les connexions et le socket d'écoute, abandonne les
+        relais en attente et laisse finir les écritures commencées : un
+        courriel déjà écrit est retrouvé au redémarrage.
+        """
         for client_soc in list(self._client_socs):
             self._remove_client(client_soc)
         self._relay_pool.shutdown(wait=False, cancel_futures=True)
@@ -438,7 +441,10 @@ class Server:
         self._drop_stalled_frames()
 
     def _select_timeout(self) -> typing.Optional[float]:
-        """Délai d'attente jusqu'à la prochaine échéance de trame, s'il y en a."""
+        """
+        Délai d'attente de select() : jusqu'à la prochaine échéance (trame
+        incomplète, reprise des acceptations), sans fin s'il n'y en a pas.
+        """
         if self._resumable:
             return 0
         deadlines = []
@@ -566,7 +572,7 @@ class Server:
                 self._remove_client(client_soc)
 
     def _reply(self, client_soc: socket.socket, message: gloutils.GloMessage) -> None:
-        """Met une réponse en file ; elle part après la synchronisation du tour."""
+        """Met une réponse en file ; la boucle l'envoie sans jamais bloquer."""
         outbox = self._outboxes[client_soc]
         glossocket.send_msg(outbox, json.dumps(message))
         self._to_flush.add(client_soc)
@@ -1073,7 +1079,7 @@ class Server:
         try:
             moment = email.utils.parsedate_to_datetime(content["date"])
             if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=email.utils.datetime.timezone.utc)
+                moment = moment.replace(tzinfo=datetime.timezone.utc)
             timestamp = moment.timestamp()
         except (TypeError, ValueError, OverflowError):
             timestamp = arrival / 1e9

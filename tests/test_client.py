@@ -22,27 +22,13 @@ sys.path.insert(0, str(ROOT))
 import glossocket  # noqa: E402
 import gloutils  # noqa: E402
 import TP4_client  # noqa: E402
+from tests import support  # noqa: E402
 
 H = gloutils.Headers
 
-EMAIL = {
-    "sender": "Qing.Long@glo2000.ca",
-    "destination": "kohryu@glo2000.ca",
-    "subject": "Bonjour!",
-    "date": "Tue, 12 Jul 2022 19:21:57 +0000",
-    "content": "Exemple de contenu\nSur plusieurs lignes",
-}
-
-EMAIL_TEXT = (
-    "De : Qing.Long@glo2000.ca\n"
-    "À : kohryu@glo2000.ca\n"
-    "Sujet : Bonjour!\n"
-    "Date : Tue, 12 Jul 2022 19:21:57 +0000\n"
-    "----------------------------------------\n"
-    "Exemple de contenu\n"
-    "Sur plusieurs lignes\n"
-    "\n"
-)
+EMAIL = support.HANDOUT_EMAIL
+# `print` ajoute une ligne vide après le texte de `EMAIL_DISPLAY`.
+EMAIL_TEXT = support.HANDOUT_EMAIL_TEXT + "\n"
 
 LOST = "La connexion avec le serveur a été perdue.\n"
 
