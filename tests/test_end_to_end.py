@@ -277,11 +277,23 @@ class TestHandoutSessions(EndToEndTestCase):
                 MAIN_PROMPT + "4"] + AUTH_MENU + [
                 AUTH_PROMPT + "3"],
         ])
+        secrets = ("faible", "Kohryu2022!", "QingLong2022", "Mauvais2022!")
         for transcript in (first, second):
-            for secret in ("faible", "Kohryu2022!", "QingLong2022", "Mauvais2022!"):
+            for secret in secrets:
                 self.assertNotIn(secret, transcript)
             self.assertNotIn("Traceback", transcript)
-        self.assertNotIn("Traceback", self.server.log())
+        self.assert_operator_log(secrets)
+
+    def assert_operator_log(self, secrets):
+        """Le journal dit connexions, comptes et livraisons, jamais un mot de passe."""
+        log = self.server.log()
+        for event in ("Connexion de 127.0.0.1:", "Compte créé : Kohryu",
+                      "Compte créé : Qing.Long", "Connexion de l'utilisateur Kohryu",
+                      "Courriel de Qing.Long@glo2000.ca livré à Kohryu"):
+            self.assertIn(event, log)
+        for secret in secrets:
+            self.assertNotIn(secret, log)
+        self.assertNotIn("Traceback", log)
 
 
 class TestInProcessClient(EndToEndTestCase):

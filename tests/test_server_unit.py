@@ -635,6 +635,21 @@ class TestConnections(LoopbackTestCase):
         self.assertEqual(self.server._client_socs, [])
         self.assertEqual(self.server._logged_users, {})
 
+    def test_template_defaults(self):
+        """`Server()` sans argument : toutes les interfaces, `APP_PORT`, `SMTP_SERVER`:25."""
+        real_listen = TP4_server.Server._listen
+        requested = []
+
+        def listen(host, port):
+            requested.append((host, port))
+            return real_listen(support.LOOPBACK, 0)
+
+        with mock.patch.object(TP4_server.Server, "_listen", staticmethod(listen)):
+            server = TP4_server.Server()
+        self.addCleanup(server.cleanup)
+        self.assertEqual(requested, [("", gloutils.APP_PORT)])
+        self.assertEqual((server._smtp_host, server._smtp_port), (gloutils.SMTP_SERVER, 25))
+
     def test_accept(self):
         first, second = self.connect(), self.connect()
         accepted = self.accept(first, second)
