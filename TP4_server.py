@@ -82,7 +82,7 @@ INVALID_REQUEST = "Requête invalide."
 INTERNAL_ERROR = "Erreur interne du serveur."
 SERVER_FULL = "Le serveur est plein, réessayez plus tard."
 
-_WRITE_ERRORS = {
+_DISK_ERRORS = {
     errno.ENOSPC: "plus d'espace disque",
     errno.EDQUOT: "quota disque dépassé",
     errno.EACCES: "permission refusée",
@@ -158,9 +158,9 @@ def _is_strong(password: str) -> bool:
     )
 
 
-def _write_error(ex: OSError) -> str:
-    """Traduit une erreur d'écriture en quelques mots pour l'utilisateur."""
-    return _WRITE_ERRORS.get(ex.errno, "erreur d'écriture sur le disque")
+def _disk_error(ex: OSError) -> str:
+    """Traduit une erreur du disque en quelques mots pour l'utilisateur."""
+    return _DISK_ERRORS.get(ex.errno, "erreur d'entrée-sortie sur le disque")
 
 
 def _is_valid_address(destination: str) -> bool:
@@ -637,6 +637,10 @@ class Server:
         else:
             try:
                 reply = handler(client_soc, payload)
+            except OSError as ex:
+                # Un dossier d'utilisateur illisible (remplacé, supprimé...).
+                logger.error("Accès au disque impossible : %s", ex)
+                reply = _error(f"Accès au disque impossible : {_disk_error(ex)}.")
             except Exception:
                 logger.exception("Échec du traitement de la requête %d", header)
                 reply = _error(INTERNAL_ERROR)
@@ -663,7 +667,7 @@ class Server:
             self._store_account(username, _password_digest(password))
         except OSError as ex:
             logger.error("Création du compte %s impossible : %s", username, ex)
-            return _error(f"La création a échouée:\n- {_write_error(ex).capitalize()}.")
+            return _error(f"La création a échouée:\n- {_disk_error(ex).capitalize()}.")
         self._logged_users[client_soc] = username
         logger.info("Compte créé : %s", username)
         return _ok()
@@ -813,13 +817,14 @@ class Server:
             filename = written.result()
         except OSError as ex:
             logger.error("Livraison à %s impossible : %s", destination, ex)
-            return _error(f"Le courriel n'a pas pu être enregistré : {_write_error(ex)}.")
+            return _error(f"Le courriel n'a pas pu être enregistré : {_disk_error(ex)}.")
         if recipient is None:
             logger.info("Destinataire inconnu %s : courriel placé dans %s",
                         destination, gloutils.SERVER_LOST_DIR)
             return _error(f"Le destinataire {destination} n'existe pas.")
-        self._mailbox(recipient).add(
-            self._make_entry(filename, size, _email_content(payload)))
+        mailbox = self._mailboxes.get(recipient.lower())
+        if mailbox is not None:  # Sinon, son chargement trouvera le fichier.
+            mailbox.add(self._make_entry(filename, size, _email_content(payload)))
         logger.info("Courriel de %s livré à %s", payload["sender"], recipient)
         return _ok()
 
@@ -839,7 +844,9 @@ class Server:
         future.add_done_callback(
             lambda done: self._work_finished(client_soc, done, finish))
 
-    def _work_finished(self, client_soc, future, finish) -> None:
+    def _work_finished(self, client_soc: socket.socket,
+                       future: concurrent.futures.Future,
+                       finish: typing.Callable) -> None:
         """
         Appelé dans le fil de travail : remet le résultat à la boucle et la
         réveille. Seule la boucle touche aux sockets et aux index.

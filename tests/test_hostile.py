@@ -774,6 +774,27 @@ class DiskFaultTests(HostileTestCase):
         self.assertNoTemporary(server.data_dir)
         self.assertNoServerException(server)
 
+    def test_folder_replaced_before_first_use(self):
+        """
+        Le dossier disparaît avant que le serveur n'en ait lu l'index : le
+        destinataire comme son propriétaire reçoivent un `ERROR` clair.
+        """
+        server = self.start_server()
+        alice = self.registered(server.port, "alice")
+        bob = self.registered(server.port, "bob")
+        folder = server.data_dir / "bob"
+        aside = server.workdir / "bob-de-cote"
+        folder.rename(aside)
+        folder.write_bytes(b"pas un dossier")
+        message = self.assertError(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}"))
+        self.assertIn("dossier inaccessible", message)
+        self.assertIn("dossier inaccessible", self.assertError(bob.request(H.STATS_REQUEST)))
+        folder.unlink()
+        aside.rename(folder)
+        self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "apres"))
+        self.assertEqual(self.assertOk(bob.request(H.STATS_REQUEST))["payload"]["count"], 1)
+        self.assertNoServerException(server)
+
     def start_in_process(self) -> TP4_server.Server:
         """Une instance de `Server` dans ce processus, servie par un fil."""
         workdir = tempfile.TemporaryDirectory(prefix="glo-enospc-")
