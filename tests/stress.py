@@ -247,9 +247,6 @@ def _server(stack: contextlib.ExitStack, args, *extra: str) -> tuple:
     """
     if args.port is not None:
         return args.port, args.pid, None
-    if "--smtp-host" not in extra:
-        # Jamais de relais réel : un port fermé de la boucle locale.
-        extra = ("--smtp-host", LOOPBACK, "--smtp-port", str(support.free_port()), *extra)
     server = stack.enter_context(support.ServerProcess(*extra))
     return server.port, server.process.pid, server
 

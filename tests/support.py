@@ -82,7 +82,9 @@ class ServerProcess:
     """
     `TP4_server.py` lancé comme un processus, dans `workdir` (un dossier
     temporaire neuf par défaut), sur un port libre. S'utilise avec `with` :
-    le processus est toujours arrêté et le dossier effacé à la sortie.
+    le processus est toujours arrêté et le dossier effacé à la sortie. Sans
+    `--smtp-host`, le relais pointe vers un port fermé de 127.0.0.1 : aucun
+    test ne sort jamais de la boucle locale.
     """
 
     def __init__(self, *extra_args: str, workdir: "str | None" = None,
@@ -94,6 +96,9 @@ class ServerProcess:
         self.workdir = Path(workdir)
         self.data_dir = self.workdir / gloutils.SERVER_DATA_DIR
         self.port = port or free_port()
+        if "--smtp-host" not in extra_args:
+            extra_args = ("--smtp-host", LOOPBACK,
+                          "--smtp-port", str(free_port()), *extra_args)
         self.extra_args = extra_args
         self.process: "subprocess.Popen | None" = None
         self.log_path = self.workdir / "server.log"

@@ -116,13 +116,7 @@ class HostileTestCase(unittest.TestCase):
         return value
 
     def start_server(self, *args: str, workdir=None) -> support.ServerProcess:
-        """
-        Lance le serveur ; sans relais donné, il pointe vers un port fermé de
-        127.0.0.1 : aucun test ne sort jamais de la boucle locale.
-        """
-        if "--smtp-host" not in args:
-            args = ("--smtp-host", support.LOOPBACK,
-                    "--smtp-port", str(support.free_port()), *args)
+        """Lance le serveur, arrêté à la fin du test."""
         server = support.ServerProcess(*args, workdir=workdir)
         self.addCleanup(server.__exit__, None, None, None)
         return server.start()
