@@ -188,6 +188,19 @@ def _future_reply(future: concurrent.futures.Future) -> gloutils.GloMessage:
     return future.result()
 
 
+def _run_now(_pool, work: typing.Callable, finish: typing.Callable) -> gloutils.GloMessage:
+    """
+    Exécute `work` dans le fil courant, sans passer par un pool, et renvoie
+    la réponse que `finish` tire de son résultat (ou de son exception).
+    """
+    done = concurrent.futures.Future()
+    try:
+        done.set_result(work())
+    except Exception as ex:
+        done.set_exception(ex)
+    return finish(done)
+
+
 class _Outbox:
     """
     Tampon des réponses d'un client, que `glossocket.send_msg` remplit comme
@@ -750,40 +763,34 @@ class Server:
         own_address = f"{self._logged_users[client_soc]}@{gloutils.SERVER_DOMAIN}"
         if payload["sender"].lower() != own_address.lower():
             return _error(f"L'expéditeur doit être votre adresse, {own_address}.")
-        destination = payload["destination"]
-        if not _is_valid_address(destination):
-            return _invalid_address(destination)
-        if _is_external(destination):
-            self._run_off_loop(client_soc, self._relay_pool,
-                               functools.partial(self._relay_external, payload),
-                               _future_reply)
-            return None
-        recipient = self._recipient(destination)
-        folder, data = self._delivery_file(recipient, payload)
-        self._run_off_loop(client_soc, self._disk_pool,
-                           functools.partial(self._write_new_email, folder, data),
-                           functools.partial(self._delivery_reply, payload, recipient, len(data)))
-        return None
+        return self._deliver(payload, functools.partial(self._run_off_loop, client_soc))
 
     def _send_email(self, payload: gloutils.EmailContentPayload) -> gloutils.GloMessage:
         """
-        Livre un courriel : dans le dossier du destinataire s'il est du
-        domaine du serveur (dans `LOST` s'il n'existe pas), sinon par le
-        relais SMTP.
+        Livre un courriel tout de suite, dans le fil de l'appelant : dans le
+        dossier du destinataire s'il est du domaine du serveur (dans `LOST`
+        s'il n'existe pas), sinon par le relais SMTP.
+        """
+        return self._deliver(payload, _run_now)
+
+    def _deliver(self, payload: gloutils.EmailContentPayload, run: typing.Callable):
+        """
+        Choisit la livraison d'un courriel selon sa destination et la confie
+        à `run(pool, travail, fin)` : `_run_now` l'exécute sur-le-champ et
+        renvoie la réponse, `_run_off_loop` l'exécute dans `pool` et renvoie
+        None (la réponse partira plus tard).
         """
         destination = payload["destination"]
         if not _is_valid_address(destination):
             return _invalid_address(destination)
         if _is_external(destination):
-            return self._relay_external(payload)
+            return run(self._relay_pool,
+                       functools.partial(self._relay_external, payload), _future_reply)
         recipient = self._recipient(destination)
         folder, data = self._delivery_file(recipient, payload)
-        written = concurrent.futures.Future()
-        try:
-            written.set_result(self._write_new_email(folder, data))
-        except OSError as ex:
-            written.set_exception(ex)
-        return self._delivery_reply(payload, recipient, len(data), written)
+        return run(self._disk_pool,
+                   functools.partial(self._write_new_email, folder, data),
+                   functools.partial(self._delivery_reply, payload, recipient, len(data)))
 
     def _recipient(self, destination: str) -> typing.Optional[str]:
         """
@@ -838,6 +845,7 @@ class Server:
         Confie `work` (sans effet sur l'état de la boucle) à un fil de
         `pool` ; la boucle appellera `finish` avec son résultat pour
         construire la réponse. D'ici là, le client est mis en attente.
+        Renvoie None : il n'y a pas encore de réponse à envoyer.
         """
         self._waiting.add(client_soc)
         self._paused.add(client_soc)

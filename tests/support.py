@@ -202,15 +202,7 @@ class RawClient:
 
     def closed_by_server(self, wait: float = 5.0) -> bool:
         """Vrai si le serveur ferme la connexion dans les `wait` secondes."""
-        self.sock.settimeout(wait)
-        try:
-            while self.sock.recv(65536):
-                pass
-            return True
-        except socket.timeout:
-            return False
-        except OSError:
-            return True
+        return self.received_until_closed(wait) is not None
 
     def received_until_closed(self, wait: float = 5.0) -> "bytes | None":
         """

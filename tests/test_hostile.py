@@ -84,25 +84,19 @@ def tree(root: Path, ignore: tuple = ("server.log",)) -> dict:
     return snapshot
 
 
-def frames_until_closed(sock: socket.socket, wait: float = 5.0):
+def frames_until_closed(client: support.RawClient, wait: float = 5.0):
     """
     Trames reçues jusqu'à ce que le serveur ferme la connexion, ou None s'il
     la garde ouverte plus de `wait` secondes.
     """
-    sock.settimeout(wait)
-    data = bytearray()
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except socket.timeout:
+    data = client.received_until_closed(wait)
+    if data is None:
         return None
-    except OSError:
-        pass
     frames = []
     while len(data) >= _LENGTH.size:
         (length,) = _LENGTH.unpack_from(data)
         frames.append(json.loads(data[_LENGTH.size:_LENGTH.size + length]))
-        del data[:_LENGTH.size + length]
+        data = data[_LENGTH.size + length:]
     return frames
 
 
@@ -285,7 +279,7 @@ class LimitTests(HostileTestCase):
             clients.append(self.client(server.port))
             self.assertError(clients[-1].request(H.STATS_REQUEST), "connecté")
         extra = self.client(server.port)
-        frames = frames_until_closed(extra.sock)
+        frames = frames_until_closed(extra)
         self.assertIsNotNone(frames, "La connexion en trop est restée ouverte.")
         self.assertEqual(len(frames), 1, frames)
         self.assertError(frames[0], "plein")
@@ -366,7 +360,7 @@ class LimitTests(HostileTestCase):
                 continue
             if "plein" in reply["payload"]["error_message"]:
                 refused += 1
-                self.assertIsNotNone(frames_until_closed(client.sock))
+                self.assertIsNotNone(frames_until_closed(client))
             else:
                 self.assertError(reply, "connecté")
                 served.append(client)
