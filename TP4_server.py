@@ -19,6 +19,7 @@ import errno
 import functools
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ import signal
 import smtplib
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -62,10 +64,12 @@ _RELAY_WORKERS = 8
 # ENOBUFS...) : sans elle, le socket d'écoute resterait prêt et la boucle
 # tournerait à vide.
 _ACCEPT_BACKOFF = 0.1
-# Les livraisons se font en parallèle : des fsync simultanés partagent les
-# validations du journal du système de fichiers. Seize fils plutôt que huit
-# donnent le même débit avec moins d'attente (p99 de 75 à 61 ms, mesuré).
-_DISK_WORKERS = 16
+# Le processus d'écriture livre en parallèle : des fsync simultanés partagent
+# les validations du journal du système de fichiers. Huit fils y ont donné
+# plus de débit que seize (mesuré avec tests/benchmark.py).
+_DISK_WORKERS = 8
+# Délai laissé au processus d'écriture pour finir ses écritures à l'arrêt.
+_WRITER_STOP_TIMEOUT = 30.0
 # Les courriels plus gros restent sur le disque et sont relus à la demande.
 _CACHED_EMAIL_MAX = 16 * 1024
 
@@ -183,6 +187,21 @@ def _email_content(payload: gloutils.EmailContentPayload) -> dict:
     return {key: payload[key] for key, _ in _EMAIL_FIELDS}
 
 
+@functools.lru_cache(maxsize=4096)
+def _timestamp(date: str) -> typing.Optional[float]:
+    """
+    Instant d'une date de courriel (RFC 2822), ou None si elle est illisible.
+    Les courriels d'une même seconde portent la même date : d'où le cache.
+    """
+    try:
+        moment = email.utils.parsedate_to_datetime(date)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.timezone.utc)
+        return moment.timestamp()
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
 def _future_reply(future: concurrent.futures.Future) -> gloutils.GloMessage:
     """Réponse toute faite d'un travail hors de la boucle (le relais SMTP)."""
     return future.result()
@@ -219,6 +238,28 @@ class _Outbox:
         self.data += data
 
 
+# Marque du numéro dans une ligne `SUBJECT_DISPLAY` formatée d'avance : quand
+# un courriel arrive, tous les numéros changent, mais pas le reste des lignes.
+_NUMBER_MARK = "\x00#\x00"
+
+
+def _subject_line_parts(sender: str, subject: str, date: str) -> typing.Optional[tuple]:
+    """
+    La ligne `SUBJECT_DISPLAY` d'un courriel, coupée là où va son numéro ;
+    None si cette coupe ne redonne pas exactement le gabarit (marque dans le
+    texte du client, numéro mis en forme par le gabarit).
+    """
+    fields = {"sender": sender, "subject": subject, "date": date}
+    try:
+        parts = tuple(gloutils.SUBJECT_DISPLAY.format(number=_NUMBER_MARK, **fields)
+                      .split(_NUMBER_MARK))
+    except ValueError:
+        return None
+    if "1".join(parts) != gloutils.SUBJECT_DISPLAY.format(number=1, **fields):
+        return None
+    return parts
+
+
 class _Email(typing.NamedTuple):
     """Entrée de l'index en mémoire d'une boîte de courriels."""
 
@@ -229,6 +270,14 @@ class _Email(typing.NamedTuple):
     subject: str
     date: str
     payload: typing.Optional[dict]
+    line_parts: typing.Optional[tuple]
+
+    def subject_line(self, number: int) -> str:
+        """Ligne `SUBJECT_DISPLAY` du courriel sous le numéro `number`."""
+        if self.line_parts is None:
+            return gloutils.SUBJECT_DISPLAY.format(
+                number=number, sender=self.sender, subject=self.subject, date=self.date)
+        return str(number).join(self.line_parts)
 
 
 class _Mailbox:
@@ -254,13 +303,10 @@ class _Mailbox:
     def listing(self) -> list[str]:
         """Lignes `SUBJECT_DISPLAY`, #1 étant le courriel le plus récent."""
         if self._listing is None:
+            # Une boîte reçoit souvent entre deux listes : la boucle est serrée.
             self._listing = [
-                gloutils.SUBJECT_DISPLAY.format(
-                    number=number,
-                    sender=entry.sender,
-                    subject=entry.subject,
-                    date=entry.date,
-                )
+                str(number).join(entry.line_parts) if entry.line_parts
+                else entry.subject_line(number)
                 for number, entry in enumerate(reversed(self.emails), start=1)
             ]
         return self._listing
@@ -270,6 +316,365 @@ class _Mailbox:
         if 1 <= number <= len(self.emails):
             return self.emails[len(self.emails) - number]
         return None
+
+
+# ----------------------------------------------------------------------
+# Écriture sûre des fichiers (dans le serveur ou le processus d'écriture)
+# ----------------------------------------------------------------------
+
+class _ArrivalClock:
+    """Horodatages d'arrivée en nanosecondes, strictement croissants."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = 0
+
+    def next(self) -> int:
+        with self._lock:
+            self._last = max(time.time_ns(), self._last + 1)
+            return self._last
+
+
+_arrivals = _ArrivalClock()
+
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    """Écrit tout `data` dans le fichier ouvert, puis le synchronise sur le disque."""
+    remaining = memoryview(data)
+    while remaining:
+        remaining = remaining[os.write(descriptor, remaining):]
+    os.fsync(descriptor)
+
+
+def _discard_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _sync_directory(folder: str) -> None:
+    """
+    Synchronise un dossier : ses nouvelles entrées (fichier renommé,
+    sous-dossier) survivent alors à une panne.
+    """
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _write_new_email(folder: str, data: bytes) -> str:
+    """
+    Crée le fichier d'un nouveau courriel, nommé d'après l'heure d'arrivée
+    (en nanosecondes), y écrit `data`, le synchronise et renvoie son nom.
+    O_EXCL ne remplace jamais un fichier existant, même si l'horloge a
+    reculé depuis un redémarrage ou qu'un autre processus écrit au même
+    instant.
+
+    Une création et une synchronisation par courriel : sur les systèmes de
+    fichiers journalisés de Linux (ext4, XFS, btrfs), le fsync d'un fichier
+    neuf valide aussi la transaction qui l'a ajouté à son dossier. Une
+    panne pendant l'écriture peut laisser un fichier incomplet : jamais
+    confirmé au client, il est ignoré au chargement de la boîte.
+    """
+    while True:
+        filename = f"{_arrivals.next():020d}{_EMAIL_SUFFIX}"
+        path = os.path.join(folder, filename)
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            break
+        except FileExistsError:
+            continue
+    try:
+        _write_all(descriptor, data)
+    except OSError:
+        _discard_quietly(path)
+        raise
+    finally:
+        os.close(descriptor)
+    return filename
+
+
+def _write_file(folder: str, filename: str, data: bytes) -> None:
+    """
+    Remplace `folder/filename` par `data` d'un coup : fichier temporaire
+    caché et synchronisé, renommé, puis dossier synchronisé. Un arrêt
+    brutal laisse l'ancien contenu ou le nouveau, au pire un temporaire
+    qu'efface le chargement de la boîte.
+    """
+    temporary = os.path.join(folder, f"{_TEMP_PREFIX}{_arrivals.next()}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            _write_all(descriptor, data)
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, os.path.join(folder, filename))
+    except OSError:
+        _discard_quietly(temporary)
+        raise
+    _sync_directory(folder)
+
+
+class _EmailWrite(typing.NamedTuple):
+    """
+    Écriture d'un nouveau courriel : exécutée sur place par un appel direct
+    de `_send_email`, ou envoyée au processus d'écriture par la boucle.
+    """
+
+    folder: str
+    data: bytes
+
+    def __call__(self) -> str:
+        return _write_new_email(self.folder, self.data)
+
+
+# Le processus d'écriture et la boucle échangent des trames comme celles du
+# protocole (longueur "!I", puis le corps). Une demande porte un en-tête
+# JSON {"id", "folder"}, un saut de ligne, puis le contenu du fichier ; une
+# réponse est le JSON {"id", "filename"} ou {"id", "errno", "strerror"} ;
+# une trame vide demande l'arrêt.
+_STOP_FRAME = _LENGTH.pack(0)
+
+
+def _frame(body: bytes) -> bytes:
+    return _LENGTH.pack(len(body)) + body
+
+
+def _take_frames(buffer: bytearray) -> list[bytes]:
+    """Retire de `buffer` les trames complètes et renvoie leurs corps."""
+    frames = []
+    start = 0
+    while len(buffer) - start >= _LENGTH.size:
+        (length,) = _LENGTH.unpack_from(buffer, start)
+        end = start + _LENGTH.size + length
+        if len(buffer) < end:
+            break
+        frames.append(bytes(buffer[start + _LENGTH.size:end]))
+        start = end
+    del buffer[:start]
+    return frames
+
+
+def _serve_disk_writer(descriptor: int) -> None:
+    """
+    Programme du processus d'écriture. Chaque demande lue sur le canal
+    `descriptor` est confiée à un fil : les fsync se chevauchent et le
+    système de fichiers les regroupe. Chaque fil renvoie lui-même sa réponse.
+
+    Une fin de canal sans trame d'arrêt veut dire que le serveur est mort :
+    les écritures en cours, jamais confirmées, sont abandonnées, comme elles
+    l'auraient été si le serveur les avait faites lui-même.
+    """
+    # Ctrl-C au terminal vise tout le groupe : c'est au serveur de nous arrêter.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    channel = socket.socket(fileno=descriptor)
+    requests = channel.makefile("rb")
+    replies = threading.Lock()
+    workers = concurrent.futures.ThreadPoolExecutor(
+        max_workers=_DISK_WORKERS, thread_name_prefix="ecriture")
+    while True:
+        body = _read_frame(requests)
+        if body is None:
+            os._exit(1)
+        if not body:
+            break
+        header, _, data = body.partition(b"\n")
+        request = json.loads(header)
+        workers.submit(_answer_write, channel, replies, request["id"],
+                       _EmailWrite(request["folder"], data))
+    workers.shutdown(wait=True)
+    channel.close()
+
+
+def _read_frame(stream: typing.BinaryIO) -> typing.Optional[bytes]:
+    """Corps de la trame suivante, ou None si le canal se ferme avant sa fin."""
+    try:
+        head = stream.read(_LENGTH.size)
+        if len(head) < _LENGTH.size:
+            return None
+        (length,) = _LENGTH.unpack(head)
+        body = stream.read(length)
+    except OSError:  # ECONNRESET : le serveur est mort sans lire nos réponses.
+        return None
+    return body if len(body) == length else None
+
+
+def _answer_write(channel: socket.socket, replies: threading.Lock,
+                  request_id: int, write: _EmailWrite) -> None:
+    """Exécute une écriture dans le processus d'écriture et en renvoie l'issue."""
+    try:
+        reply = {"id": request_id, "filename": write()}
+    except OSError as ex:
+        reply = {"id": request_id, "errno": ex.errno, "strerror": ex.strerror or str(ex)}
+    try:
+        with replies:
+            channel.sendall(_frame(json.dumps(reply).encode("utf-8")))
+    except OSError:
+        pass  # Le serveur est mort : la lecture du canal le constatera.
+
+
+# Programme du processus d'écriture : il charge ce fichier-ci par son chemin,
+# sous un autre nom que `__main__` (le serveur ne s'y relance donc pas) et
+# avec les chemins d'importation du serveur, puis sert le canal reçu.
+_WRITER_PROGRAM = """\
+import importlib.util, sys
+path, descriptor, *server_path = sys.argv[1:]
+sys.path[:0] = server_path
+spec = importlib.util.spec_from_file_location("tp4_ecriture", path)
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+module._serve_disk_writer(int(descriptor))
+"""
+
+
+class _DiskWriter:
+    """
+    Côté boucle du processus d'écriture des courriels, qui fait toutes les
+    livraisons internes venues du réseau.
+
+    Pourquoi un processus : un fsync bloque de 0,1 à 0,4 ms. Fait dans la
+    boucle, il ferait attendre tous les clients ; fait dans des fils du
+    serveur, chaque retour d'appel système de ces fils dispute à la boucle
+    le verrou global de Python, et chaque recv ou send de la boucle coûtait
+    alors des dizaines de microsecondes. Le processus fils a son propre
+    verrou ; la boucle n'échange avec lui que des trames, sur un socket non
+    bloquant, comme avec un client. Il démarre à la première écriture et
+    redémarre à la suivante s'il meurt.
+    """
+
+    def __init__(self, on_lost: typing.Callable[[], None]) -> None:
+        """`on_lost` est appelé quand le processus meurt avec des écritures en cours."""
+        self._on_lost = on_lost
+        self._process: typing.Optional[subprocess.Popen] = None
+        self._channel: typing.Optional[socket.socket] = None
+        self._outgoing = bytearray()
+        self._incoming = bytearray()
+        self._pending: dict[int, concurrent.futures.Future] = {}
+        self._request_ids = itertools.count(1)
+
+    @property
+    def running(self) -> bool:
+        return self._channel is not None
+
+    def fileno(self) -> int:
+        """Le canal vers le processus, pour select()."""
+        return self._channel.fileno()
+
+    def has_output(self) -> bool:
+        return bool(self._outgoing)
+
+    def submit(self, write: _EmailWrite) -> concurrent.futures.Future:
+        """
+        Met une écriture en file pour le processus. Le futur renvoyé donne le
+        nom du fichier, ou l'OSError de l'écriture ; la boucle le termine en
+        lisant la réponse (`receive`).
+        """
+        future = concurrent.futures.Future()
+        if self._process is None:
+            try:
+                self._start()
+            except OSError as ex:
+                logger.error("Processus d'écriture impossible à lancer : %s", ex)
+                future.set_exception(ex)
+                return future
+        request_id = next(self._request_ids)
+        header = json.dumps({"id": request_id, "folder": write.folder}).encode("utf-8")
+        self._outgoing += _frame(header + b"\n" + write.data)
+        self._pending[request_id] = future
+        return future
+
+    def _start(self) -> None:
+        """
+        Lance un Python neuf qui exécute `_WRITER_PROGRAM` sur l'autre bout
+        d'une paire de sockets.
+        """
+        parent_end, child_end = socket.socketpair()
+        try:
+            with child_end:
+                self._process = subprocess.Popen(
+                    [sys.executable, "-c", _WRITER_PROGRAM, os.path.abspath(__file__),
+                     str(child_end.fileno()), *sys.path],
+                    pass_fds=(child_end.fileno(),), stdin=subprocess.DEVNULL)
+        except OSError:
+            parent_end.close()
+            raise
+        parent_end.setblocking(False)
+        self._channel = parent_end
+        logger.info("Processus d'écriture lancé (pid %d).", self._process.pid)
+
+    def send(self) -> None:
+        """Envoie au processus ce que le canal accepte sans bloquer."""
+        if not self._outgoing:
+            return
+        try:
+            sent = self._channel.send(self._outgoing)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._lose()
+            return
+        del self._outgoing[:sent]
+
+    def receive(self) -> None:
+        """Lit les réponses arrivées et termine les futurs correspondants."""
+        try:
+            data = self._channel.recv(_RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._lose()
+            return
+        self._incoming += data
+        for body in _take_frames(self._incoming):
+            reply = json.loads(body)
+            future = self._pending.pop(reply["id"])
+            if "filename" in reply:
+                future.set_result(reply["filename"])
+            else:
+                future.set_exception(OSError(reply["errno"], reply["strerror"]))
+
+    def _lose(self) -> None:
+        """
+        Le processus est mort : ses écritures en cours échouent (certaines ont
+        pu aboutir sans réponse, d'où `on_lost`) et le suivant démarrera à la
+        prochaine écriture.
+        """
+        self._process.kill()
+        code = self._process.wait()
+        logger.error("Processus d'écriture arrêté (code %s) avec %d écriture(s) en cours.",
+                     code, len(self._pending))
+        self._channel.close()
+        self._process, self._channel = None, None
+        self._outgoing.clear()
+        self._incoming.clear()
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            future.set_exception(OSError(errno.EIO, "processus d'écriture arrêté"))
+        self._on_lost()
+
+    def close(self) -> None:
+        """
+        Arrêt propre : envoie ce qui reste en file et la trame d'arrêt, puis
+        attend que le processus ait fini ses écritures (ou le tue après
+        `_WRITER_STOP_TIMEOUT`). Les réponses restantes sont abandonnées.
+        """
+        if self._process is None:
+            return
+        try:
+            self._channel.settimeout(_WRITER_STOP_TIMEOUT)
+            self._channel.sendall(bytes(self._outgoing) + _STOP_FRAME)
+            self._process.wait(timeout=_WRITER_STOP_TIMEOUT)
+        except (OSError, subprocess.TimeoutExpired) as ex:
+            logger.error("Processus d'écriture tué à l'arrêt : %s", ex)
+            self._process.kill()
+            self._process.wait()
+        self._channel.close()
+        self._process, self._channel = None, None
 
 
 class Server:
@@ -313,8 +718,6 @@ class Server:
         self._accounts: dict[str, str] = {}
         self._mailboxes: dict[str, _Mailbox] = {}
         self._accept_resumes_at = 0.0
-        self._last_arrival = 0
-        self._arrival_lock = threading.Lock()
 
         self._routes = {
             gloutils.Headers.AUTH_REGISTER: (
@@ -344,8 +747,7 @@ class Server:
         self._finished_work: queue.SimpleQueue = queue.SimpleQueue()
         self._relay_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=_RELAY_WORKERS, thread_name_prefix="relais-smtp")
-        self._disk_pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=_DISK_WORKERS, thread_name_prefix="livraison")
+        self._disk_writer = _DiskWriter(on_lost=self._forget_mailboxes)
         # Rien n'est journalisé avant l'écoute : un échec tient en une ligne.
         logger.info("En écoute sur %s:%d, %d compte(s) chargé(s).",
                     *self._server_socket.getsockname()[:2], len(self._accounts))
@@ -406,7 +808,7 @@ class Server:
         for client_soc in list(self._client_socs):
             self._remove_client(client_soc)
         self._relay_pool.shutdown(wait=False, cancel_futures=True)
-        self._disk_pool.shutdown(wait=True)
+        self._disk_writer.close()
         self._server_socket.close()
         self._wakeup_reader.close()
         self._wakeup_writer.close()
@@ -428,10 +830,15 @@ class Server:
         """
         Un tour de boucle : envoyer ce que les sockets acceptent, lire ce
         qui est prêt, traiter les requêtes complètes et répondre. Les
-        livraisons et les relais se terminent hors de la boucle ; leurs
-        réponses arrivent par le socket de réveil.
+        livraisons se terminent dans le processus d'écriture et les relais
+        dans des fils ; leurs réponses arrivent par leurs sockets.
         """
         readers = [self._wakeup_reader]
+        writers = list(self._unsent)
+        if self._disk_writer.running:
+            readers.append(self._disk_writer)
+        if self._disk_writer.has_output():
+            writers.append(self._disk_writer)
         if self._is_accepting():
             readers.append(self._server_socket)
         if self._paused:
@@ -439,17 +846,25 @@ class Server:
         else:
             readers += self._client_socs
         readable, writable, _ = select.select(
-            readers, list(self._unsent), [], self._select_timeout())
-        for client_soc in writable:
-            self._flush(client_soc)
+            readers, writers, [], self._select_timeout())
+        for ready in writable:
+            if ready is self._disk_writer:
+                self._disk_writer.send()
+            else:
+                self._flush(ready)
         self._resume_clients()
         for ready in readable:
             if ready is self._server_socket:
                 self._accept_client()
             elif ready is self._wakeup_reader:
                 self._collect_finished_work()
+            elif ready is self._disk_writer:
+                self._disk_writer.receive()
+                self._collect_finished_work()
             elif ready in self._inboxes:
                 self._receive(ready)
+        # Les écritures demandées pendant ce tour partent sans attendre le suivant.
+        self._disk_writer.send()
         while self._to_flush:
             self._flush(self._to_flush.pop())
         self._drop_stalled_frames()
@@ -777,8 +1192,9 @@ class Server:
         """
         Choisit la livraison d'un courriel selon sa destination et la confie
         à `run(pool, travail, fin)` : `_run_now` l'exécute sur-le-champ et
-        renvoie la réponse, `_run_off_loop` l'exécute dans `pool` et renvoie
-        None (la réponse partira plus tard).
+        renvoie la réponse, `_run_off_loop` le confie à `pool` (les fils du
+        relais ou le processus d'écriture) et renvoie None : la réponse
+        partira plus tard.
         """
         destination = payload["destination"]
         if not _is_valid_address(destination):
@@ -788,8 +1204,7 @@ class Server:
                        functools.partial(self._relay_external, payload), _future_reply)
         recipient = self._recipient(destination)
         folder, data = self._delivery_file(recipient, payload)
-        return run(self._disk_pool,
-                   functools.partial(self._write_new_email, folder, data),
+        return run(self._disk_writer, _EmailWrite(folder, data),
                    functools.partial(self._delivery_reply, payload, recipient, len(data)))
 
     def _recipient(self, destination: str) -> typing.Optional[str]:
@@ -842,8 +1257,8 @@ class Server:
                       finish: typing.Callable[[concurrent.futures.Future],
                                               gloutils.GloMessage]) -> None:
         """
-        Confie `work` (sans effet sur l'état de la boucle) à un fil de
-        `pool` ; la boucle appellera `finish` avec son résultat pour
+        Confie `work` (sans effet sur l'état de la boucle) à `pool` ; la
+        boucle appellera `finish` avec son résultat pour
         construire la réponse. D'ici là, le client est mis en attente.
         Renvoie None : il n'y a pas encore de réponse à envoyer.
         """
@@ -857,8 +1272,10 @@ class Server:
                        future: concurrent.futures.Future,
                        finish: typing.Callable) -> None:
         """
-        Appelé dans le fil de travail : remet le résultat à la boucle et la
-        réveille. Seule la boucle touche aux sockets et aux index.
+        Appelé à la fin d'un travail, dans un fil du relais (ou dans la
+        boucle, qui lit les réponses du processus d'écriture) : remet le
+        résultat à la boucle et la réveille. Seule la boucle touche aux
+        sockets et aux index.
         """
         if future.cancelled():
             return
@@ -1012,7 +1429,7 @@ class Server:
             # Reste d'une création interrompue : le dossier n'a pas de `pass`.
             pass
         try:
-            self._write_file(folder, gloutils.PASSWORD_FILENAME, digest.encode("ascii"))
+            _write_file(folder, gloutils.PASSWORD_FILENAME, digest.encode("ascii"))
         except OSError:
             if created:
                 try:
@@ -1020,7 +1437,7 @@ class Server:
                 except OSError:
                     pass
             raise
-        self._sync_directory(gloutils.SERVER_DATA_DIR)
+        _sync_directory(gloutils.SERVER_DATA_DIR)
         self._accounts[username.lower()] = username
 
     def _stored_digest(self, username: str) -> typing.Optional[str]:
@@ -1032,6 +1449,14 @@ class Server:
         except (OSError, ValueError) as ex:
             logger.error("Empreinte de %s illisible : %s", username, ex)
             return None
+
+    def _forget_mailboxes(self) -> None:
+        """
+        Après la mort du processus d'écriture : des courriels ont pu être
+        écrits sans réponse, donc les index sont relus du disque au prochain
+        usage. Aucune écriture n'est plus en cours à cet instant.
+        """
+        self._mailboxes.clear()
 
     def _mailbox(self, username: str) -> _Mailbox:
         """Index de la boîte de l'utilisateur, chargé du disque au premier usage."""
@@ -1092,12 +1517,8 @@ class Server:
         """
         stem = filename[: -len(_EMAIL_SUFFIX)]
         arrival = int(stem) if stem.isdigit() else 0
-        try:
-            moment = email.utils.parsedate_to_datetime(content["date"])
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=datetime.timezone.utc)
-            timestamp = moment.timestamp()
-        except (TypeError, ValueError, OverflowError):
+        timestamp = _timestamp(content["date"])
+        if timestamp is None:
             timestamp = arrival / 1e9
         return _Email(
             sort_key=(timestamp, arrival, filename),
@@ -1107,6 +1528,8 @@ class Server:
             subject=content["subject"],
             date=content["date"],
             payload=content if size <= _CACHED_EMAIL_MAX else None,
+            line_parts=_subject_line_parts(content["sender"], content["subject"],
+                                           content["date"]),
         )
 
     def _read_email(self, username: str, filename: str) -> typing.Optional[dict]:
@@ -1118,82 +1541,6 @@ class Server:
         except (OSError, ValueError) as ex:
             logger.error("Courriel %s illisible : %s", path, ex)
             return None
-
-    def _write_new_email(self, folder: str, data: bytes) -> str:
-        """
-        Écrit `data` sous un nom neuf, tiré de l'heure d'arrivée (en
-        nanosecondes), et renvoie ce nom une fois le tout sur le disque. Le
-        lien dur ne remplace jamais un fichier existant, même si l'horloge a
-        reculé depuis un redémarrage. S'exécute hors de la boucle : rien que
-        des appels système, pour garder le verrou global de Python libre.
-        """
-        temporary = self._write_temporary(folder, data)
-        try:
-            while True:
-                filename = f"{self._next_arrival():020d}{_EMAIL_SUFFIX}"
-                try:
-                    os.link(temporary, os.path.join(folder, filename))
-                    break
-                except FileExistsError:
-                    continue
-        finally:
-            self._discard_quietly(temporary)
-        self._sync_directory(folder)
-        return filename
-
-    def _write_file(self, folder: str, filename: str, data: bytes) -> None:
-        """Écrit `data` dans `folder/filename` d'un coup (remplacement atomique)."""
-        temporary = self._write_temporary(folder, data)
-        try:
-            os.replace(temporary, os.path.join(folder, filename))
-        except OSError:
-            self._discard_quietly(temporary)
-            raise
-        self._sync_directory(folder)
-
-    def _write_temporary(self, folder: str, data: bytes) -> str:
-        """
-        Écrit et synchronise `data` dans un fichier caché du dossier : un
-        arrêt brutal n'y laisse jamais qu'un temporaire, jamais listé.
-        """
-        path = os.path.join(folder, f"{_TEMP_PREFIX}{self._next_arrival()}")
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            remaining = memoryview(data)
-            while remaining:
-                remaining = remaining[os.write(descriptor, remaining):]
-            os.fsync(descriptor)
-        except OSError:
-            self._discard_quietly(path)
-            raise
-        finally:
-            os.close(descriptor)
-        return path
-
-    @staticmethod
-    def _discard_quietly(path: str) -> None:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-
-    def _next_arrival(self) -> int:
-        """Horodatage d'arrivée en nanosecondes, strictement croissant."""
-        with self._arrival_lock:
-            self._last_arrival = max(time.time_ns(), self._last_arrival + 1)
-            return self._last_arrival
-
-    @staticmethod
-    def _sync_directory(folder: str) -> None:
-        """
-        Synchronise un dossier : ses nouvelles entrées (fichier renommé ou
-        lié, sous-dossier) survivent alors à une panne.
-        """
-        descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
 
 
 def _parse_args() -> argparse.Namespace:

@@ -913,22 +913,15 @@ def run_inbox(emails: int, senders: int, repetitions: int) -> dict:
 # Référence disque
 # ----------------------------------------------------------------------
 
-def _write_durably(folder: str, number: int, data: bytes) -> None:
-    """Création + écriture + fsync + renommage d'un petit fichier."""
-    temporary = os.path.join(folder, f".tmp-{number}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+def _write_email_file(folder: str, number: int, data: bytes) -> None:
+    """
+    Ce que le serveur fait de chaque courriel, et rien d'autre : création
+    exclusive d'un petit fichier, écriture, fsync.
+    """
+    path = os.path.join(folder, f"{number:020d}.json")
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(descriptor, data)
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-    os.rename(temporary, os.path.join(folder, f"{number:020d}.json"))
-
-
-def _fsync_directory(folder: str) -> None:
-    """Rend durables les renommages faits dans `folder`."""
-    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
@@ -941,50 +934,40 @@ def _timed(action, *args) -> float:
     return time.perf_counter() - began
 
 
-def _sequential_costs(files: int, data: bytes) -> tuple:
-    """Coûts, un fichier après l'autre, de l'écriture sûre et du fsync du dossier."""
-    file_costs, directory_costs = [], []
+def _sequential_costs(files: int, data: bytes) -> list:
+    """Coût de chaque fichier écrit l'un après l'autre, en secondes."""
     with tempfile.TemporaryDirectory(prefix="glo-disk-") as folder:
-        for number in range(files):
-            file_costs.append(_timed(_write_durably, folder, number, data))
-            directory_costs.append(_timed(_fsync_directory, folder))
-    return file_costs, directory_costs
+        return [_timed(_write_email_file, folder, number, data) for number in range(files)]
 
 
 def _parallel_rate(files: int, data: bytes, threads: int) -> float:
     """
-    Fichiers/s quand `threads` fils font chacun écriture sûre puis fsync du
-    dossier : le journal du système de fichiers groupe alors les fsync.
+    Fichiers/s quand `threads` fils écrivent chacun les leurs, comme le
+    processus d'écriture du serveur : le journal du système de fichiers
+    regroupe alors les fsync simultanés.
     """
     with tempfile.TemporaryDirectory(prefix="glo-disk-") as folder:
-        def deliver(number: int) -> None:
-            _write_durably(folder, number, data)
-            _fsync_directory(folder)
         with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-            seconds = _timed(lambda: list(pool.map(deliver, range(files))))
+            seconds = _timed(lambda: list(pool.map(
+                functools.partial(_write_email_file, folder, data=data), range(files))))
     return files / seconds
 
 
 def run_disk(files: int) -> dict:
     """
     Coût brut, sur le disque des dossiers temporaires (celui des serveurs
-    lancés ici), d'un fichier de courriel écrit sûrement et du fsync du
-    dossier qui rend son renommage durable ; puis le débit qu'atteignent
-    `DISK_THREADS` fils qui en font autant en parallèle.
+    lancés ici), d'un fichier de courriel écrit et synchronisé, l'un après
+    l'autre ; puis le débit qu'atteignent `DISK_THREADS` fils en parallèle.
     """
     data = json.dumps({"sender": "a@glo2000.ca", "destination": "b@glo2000.ca",
                        "subject": "Banc d'essai", "date": gloutils.get_current_utc_time(),
                        "content": _BODY}).encode("utf-8")
-    file_costs, directory_costs = _sequential_costs(files, data)
-    file_mean = statistics.fmean(file_costs)
-    directory_mean = statistics.fmean(directory_costs)
+    costs = _sequential_costs(files, data)
     return {
         "folder": tempfile.gettempdir(), "files": files, "bytes_per_file": len(data),
-        "file_ms": {"median": statistics.median(file_costs) * 1e3, "mean": file_mean * 1e3},
-        "directory_fsync_ms": {"median": statistics.median(directory_costs) * 1e3,
-                               "mean": directory_mean * 1e3},
-        "emails_per_second": 1 / (file_mean + directory_mean),
-        "emails_per_second_grouped_fsync": 1 / file_mean,
+        "file_ms": {"median": statistics.median(costs) * 1e3,
+                    "mean": statistics.fmean(costs) * 1e3},
+        "emails_per_second": 1 / statistics.fmean(costs),
         "threads": DISK_THREADS,
         "emails_per_second_parallel": _parallel_rate(files, data, DISK_THREADS),
     }
@@ -1054,8 +1037,6 @@ def _write_vs_disk(write: dict, disk: dict) -> dict:
     return {"write_emails_per_second": write["throughput"],
             "disk_emails_per_second": disk["emails_per_second"],
             "share": write["throughput"] / disk["emails_per_second"],
-            "share_grouped_fsync": (write["throughput"]
-                                    / disk["emails_per_second_grouped_fsync"]),
             "share_parallel": write["throughput"] / disk["emails_per_second_parallel"]}
 
 
@@ -1114,12 +1095,9 @@ def _print_disk(result: dict) -> None:
     """Coûts disque bruts et le débit de courriels qu'ils permettent."""
     print(f"\n== Disque ({result['files']} fichiers de {result['bytes_per_file']} octets "
           f"dans {result['folder']})")
-    print(f"création + écriture + fsync + renommage : médiane "
-          f"{result['file_ms']['median']:.3f} ms, moyenne {result['file_ms']['mean']:.3f} ms")
-    print(f"fsync du dossier : médiane {result['directory_fsync_ms']['median']:.3f} ms, "
-          f"moyenne {result['directory_fsync_ms']['mean']:.3f} ms")
-    print(f"=> {result['emails_per_second']:.0f} courriels/s avec un fsync de dossier "
-          f"chacun, {result['emails_per_second_grouped_fsync']:.0f}/s s'il est groupé, "
+    print(f"création + écriture + fsync : médiane {result['file_ms']['median']:.3f} ms, "
+          f"moyenne {result['file_ms']['mean']:.3f} ms")
+    print(f"=> {result['emails_per_second']:.0f} courriels/s l'un après l'autre, "
           f"{result['emails_per_second_parallel']:.0f}/s par {result['threads']} fils "
           f"en parallèle")
 
@@ -1128,8 +1106,7 @@ def _print_write_vs_disk(result: dict) -> None:
     """Débit du mélange write face au disque nu."""
     print(f"mélange write : {result['write_emails_per_second']:.0f} courriels/s, soit "
           f"{result['share']:.0%} des {result['disk_emails_per_second']:.0f}/s du disque nu "
-          f"({result['share_grouped_fsync']:.0%} avec fsync de dossier groupé, "
-          f"{result['share_parallel']:.0%} du débit en parallèle)")
+          f"l'un après l'autre, {result['share_parallel']:.0%} de son débit en parallèle")
 
 
 def _print_targets(rows: list) -> None:

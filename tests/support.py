@@ -88,7 +88,7 @@ class ServerProcess:
     """
 
     def __init__(self, *extra_args: str, workdir: "str | None" = None,
-                 port: "int | None" = None) -> None:
+                 port: "int | None" = None, environment: "dict | None" = None) -> None:
         self._own_dir = None
         if workdir is None:
             self._own_dir = tempfile.TemporaryDirectory(prefix="glo-test-")
@@ -100,6 +100,7 @@ class ServerProcess:
             extra_args = ("--smtp-host", LOOPBACK,
                           "--smtp-port", str(free_port()), *extra_args)
         self.extra_args = extra_args
+        self.environment = {**os.environ, **(environment or {})}
         self.process: "subprocess.Popen | None" = None
         self.log_path = self.workdir / "server.log"
 
@@ -108,7 +109,8 @@ class ServerProcess:
         self.process = subprocess.Popen(
             [sys.executable, str(SERVER_SCRIPT), "--host", LOOPBACK,
              "--port", str(self.port), *self.extra_args],
-            cwd=self.workdir, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            cwd=self.workdir, env=self.environment,
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
         try:
             wait_for_port(self.port)
@@ -346,3 +348,28 @@ def process_rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def child_pids(pid: int) -> list:
+    """Processus vivants dont `pid` est le parent, lus dans /proc."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                state, parent = stat.read().rpartition(")")[2].split()[:2]
+        except (OSError, ValueError):
+            continue
+        if int(parent) == pid and state != "Z":
+            children.append(int(entry))
+    return children
+
+
+def process_running(pid: int) -> bool:
+    """Vrai tant que le processus existe et n'est pas un zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False

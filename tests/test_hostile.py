@@ -22,7 +22,6 @@ jamais une mesure fine (voir `tests/stress.py` pour les chiffres).
 """
 
 import collections
-import errno
 import hashlib
 import json
 import os
@@ -30,17 +29,16 @@ import random
 import re
 import resource
 import select
-import socket
-import stat
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import unittest
 from pathlib import Path
-from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -126,6 +124,69 @@ class HostileTestCase(unittest.TestCase):
         workdir = Path(outer.name) / "un" / "deux" / "travail"
         workdir.mkdir(parents=True)
         return Path(outer.name), workdir
+
+    # Chargé par `site` au démarrage de chaque Python du serveur (la boucle et
+    # son processus d'écriture) : tant que le fichier-drapeau existe, écrire
+    # ou synchroniser un fichier ordinaire échoue comme sur un disque plein
+    # (« write », « fsync »), ou le processus meurt juste après un fsync
+    # réussi, avant toute réponse (« mort »).
+    DISK_FAULTS_MODULE = textwrap.dedent("""\
+        import errno, os, stat
+
+        _FLAG = os.environ["GLO_TEST_DISK_FAULT_FLAG"]
+        _VARIANT = os.environ["GLO_TEST_DISK_FAULT"]
+        _real_write, _real_fsync = os.write, os.fsync
+
+
+        def _faulty(descriptor):
+            return os.path.exists(_FLAG) and stat.S_ISREG(os.fstat(descriptor).st_mode)
+
+
+        def _full_write(descriptor, data):
+            if not _faulty(descriptor):
+                return _real_write(descriptor, data)
+            _real_write(descriptor, bytes(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+        def _full_fsync(descriptor):
+            if _faulty(descriptor):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return _real_fsync(descriptor)
+
+
+        def _fsync_then_die(descriptor):
+            _real_fsync(descriptor)
+            if _faulty(descriptor):
+                os._exit(9)
+
+
+        if _VARIANT == "write":
+            os.write = _full_write
+        elif _VARIANT == "fsync":
+            os.fsync = _full_fsync
+        else:
+            os.fsync = _fsync_then_die
+        """)
+
+    def start_with_disk_fault(self, variant: str) -> tuple:
+        """
+        Serveur dont le disque défaille à volonté (`DISK_FAULTS_MODULE`) :
+        renvoie le serveur et le fichier-drapeau (présent = panne).
+        """
+        faults = tempfile.TemporaryDirectory(prefix="glo-panne-disque-")
+        self.addCleanup(faults.cleanup)
+        (Path(faults.name) / "sitecustomize.py").write_text(self.DISK_FAULTS_MODULE)
+        flag = Path(faults.name) / "panne"
+        environment = {
+            "PYTHONPATH": os.pathsep.join(filter(None, (faults.name,
+                                                        os.environ.get("PYTHONPATH")))),
+            "GLO_TEST_DISK_FAULT_FLAG": str(flag),
+            "GLO_TEST_DISK_FAULT": variant,
+        }
+        server = support.ServerProcess(environment=environment)
+        self.addCleanup(server.__exit__, None, None, None)
+        return server.start(), flag
 
     def client(self, port: int, timeout: float = 10.0) -> support.RawClient:
         client = support.RawClient(port, timeout=timeout)
@@ -622,16 +683,20 @@ class CrashSafetyTests(HostileTestCase):
     def plant_interrupted_writes(folder: Path, rng: random.Random) -> None:
         """
         Ajoute ce qu'une panne peut laisser à coup sûr, quel que soit l'instant
-        tiré : un temporaire complet déjà lié sous son nom final (panne entre
-        le lien et l'effacement) et un temporaire coupé au milieu de l'écriture.
+        tiré : un courriel coupé au milieu de l'écriture et un autre créé mais
+        vide (jamais confirmés), un temporaire complet et un temporaire coupé
+        (remplacement d'un fichier `pass` interrompu).
         """
         emails = sorted(path for path in folder.iterdir()
                         if path.name.endswith(".json"))
         if not emails:
             return
         content = rng.choice(emails).read_bytes()
-        (folder / f".tmp-{time.time_ns()}").write_bytes(content)
-        (folder / f".tmp-{time.time_ns() + 1}").write_bytes(content[: len(content) // 2])
+        now = time.time_ns()
+        (folder / f"{now:020d}.json").write_bytes(content[: len(content) // 2])
+        (folder / f"{now + 1:020d}.json").write_bytes(b"")
+        (folder / f".tmp-{now + 2}").write_bytes(content)
+        (folder / f".tmp-{now + 3}").write_bytes(content[: len(content) // 2])
 
     def write_until_killed(self, server, round_: int, delay: float,
                            acknowledged: dict, accounts: set) -> None:
@@ -783,45 +848,6 @@ class DiskFaultTests(HostileTestCase):
         self.assertEqual(self.assertOk(bob.request(H.STATS_REQUEST))["payload"]["count"], 1)
         self.assertNoServerException(server)
 
-    def start_in_process(self) -> TP4_server.Server:
-        """Une instance de `Server` dans ce processus, servie par un fil."""
-        workdir = tempfile.TemporaryDirectory(prefix="glo-enospc-")
-        self.addCleanup(workdir.cleanup)
-        previous = os.getcwd()
-        os.chdir(workdir.name)
-        self.addCleanup(os.chdir, previous)
-        logs = self.enter(self.assertLogs("TP4_server", "INFO"))
-        server = TP4_server.Server(support.LOOPBACK, support.free_port(),
-                                   smtp_host=support.LOOPBACK, smtp_port=support.free_port())
-        server.test_logs = logs
-        stop = threading.Event()
-        failures = []
-
-        def serve() -> None:
-            try:
-                while not stop.is_set():
-                    server._serve_once()
-            except Exception as ex:  # pragma: no cover - rapporté par le test
-                failures.append(ex)
-
-        thread = threading.Thread(target=serve, name="serveur-en-processus", daemon=True)
-        thread.start()
-
-        def shutdown() -> None:
-            stop.set()
-            try:
-                server._wakeup_writer.send(b"\0")
-            except OSError:
-                pass
-            thread.join(timeout=10)
-            server.cleanup()
-            self.assertFalse(thread.is_alive())
-            self.assertEqual(failures, [])
-        self.addCleanup(shutdown)
-        server.data_dir = Path(workdir.name) / gloutils.SERVER_DATA_DIR
-        server.port = server._server_socket.getsockname()[1]
-        return server
-
     def test_disk_full_during_write(self):
         """L'écriture s'arrête à mi-chemin sur ENOSPC."""
         self.check_disk_full("write")
@@ -831,35 +857,14 @@ class DiskFaultTests(HostileTestCase):
         self.check_disk_full("fsync")
 
     def check_disk_full(self, variant: str) -> None:
-        server = self.start_in_process()
+        server, full = self.start_with_disk_fault(variant)
         port, data_dir = server.port, server.data_dir
-        full = threading.Event()
-        real_write, real_fsync = os.write, os.fsync
-
-        def on_full_disk(descriptor: int) -> bool:
-            return full.is_set() and stat.S_ISREG(os.fstat(descriptor).st_mode)
-
-        def fake_write(descriptor, data):
-            """L'écriture s'arrête à mi-chemin sur « plus d'espace »."""
-            if not on_full_disk(descriptor):
-                return real_write(descriptor, data)
-            real_write(descriptor, bytes(data)[: len(data) // 2])
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-        def fake_fsync(descriptor):
-            if on_full_disk(descriptor):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            return real_fsync(descriptor)
-
-        patch = (mock.patch("os.write", fake_write) if variant == "write"
-                 else mock.patch("os.fsync", fake_fsync))
-        self.enter(patch)
         alice = self.registered(port, "alice")
         bob = self.registered(port, "bob")
         carol = self.registered(port, "carol")
         self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "avant"))
         before = tree(data_dir)
-        full.set()
+        full.touch()
         message = self.assertError(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "plein"))
         self.assertIn("plus d'espace disque", message)
         self.assertIn("plus d'espace disque", self.assertError(
@@ -870,15 +875,117 @@ class DiskFaultTests(HostileTestCase):
         self.assertOk(carol.request(H.INBOX_READING_REQUEST))
         self.assertOk(bob.request(H.STATS_REQUEST))
         self.assertEqual(tree(data_dir), before, "Écriture partielle laissée sur le disque.")
-        full.clear()
+        full.unlink()
         self.assertError(self.client(port).login("dave"), LOGIN_FAILED)
         self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "apres"))
         self.assertOk(self.client(port).register("dave"))
         lines = self.assertOk(bob.request(H.INBOX_READING_REQUEST))["payload"]["email_list"]
         self.assertEqual(len(lines), 2)
         self.assertEqual(self.assertOk(bob.request(H.STATS_REQUEST))["payload"]["count"], 2)
-        self.assertTrue(any("No space left" in line or "ENOSPC" in line or "28" in line
-                            for line in server.test_logs.output))
+        self.assertIn("No space left on device", server.log())
+        self.assertNoServerException(server)
+
+
+class WriterProcessTests(HostileTestCase):
+    """
+    Le processus d'écriture des courriels : lancé à la première livraison,
+    arrêté avec le serveur, remplacé s'il meurt, sans jamais perdre ni
+    cacher un courriel écrit.
+    """
+
+    def writer_of(self, server: support.ServerProcess) -> int:
+        writers = support.child_pids(server.process.pid)
+        self.assertEqual(len(writers), 1, writers)
+        return writers[0]
+
+    def assertExits(self, pid: int) -> None:
+        self.assertTrue(stress.wait_until(lambda: not support.process_running(pid), 10),
+                        f"Le processus {pid} tourne encore.")
+
+    def subjects(self, client: support.RawClient) -> list:
+        lines = self.assertOk(client.request(H.INBOX_READING_REQUEST))["payload"]["email_list"]
+        return [line.split(" - ")[1].split()[0] for line in lines]
+
+    def test_started_on_first_delivery_and_stopped_with_the_server(self):
+        server = self.start_server()
+        alice = self.registered(server.port, "alice")
+        self.registered(server.port, "bob")
+        self.assertEqual(support.child_pids(server.process.pid), [])
+        self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "premier"))
+        writer = self.writer_of(server)
+        # Ctrl-C au terminal atteint tout le groupe : seul le serveur y répond.
+        os.kill(writer, signal.SIGINT)
+        self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "second"))
+        self.assertEqual(self.writer_of(server), writer)
+        server.stop()
+        self.assertEqual(server.process.returncode, 0)
+        self.assertExits(writer)
+        self.assertNotIn("Traceback", server.log())
+
+    def test_exits_when_the_server_is_killed(self):
+        server = self.start_server()
+        alice = self.registered(server.port, "alice")
+        self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"alice@{DOMAIN}"))
+        writer = self.writer_of(server)
+        server.kill()
+        self.assertExits(writer)
+
+    def test_killed_writer_is_replaced(self):
+        server = self.start_server()
+        alice = self.registered(server.port, "alice")
+        bob = self.registered(server.port, "bob")
+        self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "avant"))
+        writer = self.writer_of(server)
+        os.kill(writer, signal.SIGKILL)
+        self.assertTrue(stress.wait_until(
+            lambda: "Processus d'écriture arrêté" in server.log(), 10))
+        self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "apres"))
+        self.assertNotEqual(self.writer_of(server), writer)
+        self.assertEqual(self.subjects(bob), ["apres", "avant"])
+        self.assertNoServerException(server)
+
+    def test_delivery_pending_when_the_writer_dies_gets_error(self):
+        server = self.start_server()
+        alice = self.registered(server.port, "alice")
+        bob = self.registered(server.port, "bob")
+        carol = self.registered(server.port, "carol")
+        self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "avant"))
+        writer = self.writer_of(server)
+        os.kill(writer, signal.SIGSTOP)
+        replies = []
+        sender = threading.Thread(target=lambda: replies.append(
+            alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "pendant")))
+        sender.start()
+        # Le serveur sert les autres pendant que la livraison attend.
+        self.assertEqual(self.subjects(carol), [])
+        self.assertTrue(sender.is_alive())
+        os.kill(writer, signal.SIGKILL)
+        sender.join(timeout=10)
+        self.assertFalse(sender.is_alive())
+        self.assertIn("n'a pas pu être enregistré", self.assertError(replies[0]))
+        self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "apres"))
+        self.assertEqual(self.subjects(bob), ["apres", "avant"])
+        self.assertNoServerException(server)
+
+    def test_email_written_before_the_writer_died_is_listed(self):
+        """
+        Le processus meurt entre le fsync et sa réponse : l'expéditeur reçoit
+        un `ERROR`, mais le courriel est sur le disque, donc listé et compté.
+        """
+        server, dying = self.start_with_disk_fault("mort")
+        alice = self.registered(server.port, "alice")
+        bob = self.registered(server.port, "bob")
+        self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "avant"))
+        self.assertEqual(self.subjects(bob), ["avant"])
+        dying.touch()
+        self.assertIn("n'a pas pu être enregistré", self.assertError(
+            alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "orphelin")))
+        dying.unlink()
+        self.assertEqual(self.subjects(bob), ["orphelin", "avant"])
+        self.assertEqual(self.assertOk(bob.request(H.STATS_REQUEST))["payload"]["count"], 2)
+        self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "apres"))
+        self.assertEqual(self.subjects(bob), ["apres", "orphelin", "avant"])
+        self.assertNoServerException(server)
 
 
 # ---------------------------------------------------------------------------
