@@ -220,6 +220,15 @@ def _run_now(_pool, work: typing.Callable, finish: typing.Callable) -> gloutils.
     return finish(done)
 
 
+class _EncodedReply(str):
+    """Une réponse déjà encodée en JSON : `_reply` l'envoie telle quelle."""
+
+
+# Ce qui entoure le tableau des lignes dans la réponse à `INBOX_READING_REQUEST`.
+_LIST_REPLY_HEAD, _LIST_REPLY_TAIL = json.dumps(
+    _ok(gloutils.EmailListPayload(email_list=[]))).split("[]")
+
+
 class _Outbox:
     """
     Tampon des réponses d'un client, que `glossocket.send_msg` remplit comme
@@ -238,24 +247,28 @@ class _Outbox:
         self.data += data
 
 
-# Marque du numéro dans une ligne `SUBJECT_DISPLAY` formatée d'avance : quand
-# un courriel arrive, tous les numéros changent, mais pas le reste des lignes.
+# La liste est la seule réponse dont la taille croît avec la boîte, et une
+# boîte reçoit souvent entre deux listes : chaque ligne est donc encodée en
+# JSON une seule fois, coupée là où va son numéro (`_NUMBER_MARK`), et la
+# réponse s'assemble de ces morceaux sans repasser par `json.dumps`.
 _NUMBER_MARK = "\x00#\x00"
+_ENCODED_NUMBER_MARK = json.dumps(_NUMBER_MARK)[1:-1]
 
 
-def _subject_line_parts(sender: str, subject: str, date: str) -> typing.Optional[tuple]:
+def _encoded_line_parts(sender: str, subject: str, date: str) -> typing.Optional[tuple]:
     """
-    La ligne `SUBJECT_DISPLAY` d'un courriel, coupée là où va son numéro ;
-    None si cette coupe ne redonne pas exactement le gabarit (marque dans le
-    texte du client, numéro mis en forme par le gabarit).
+    La ligne `SUBJECT_DISPLAY` d'un courriel encodée en chaîne JSON et
+    coupée là où va son numéro ; None si cette coupe ne redonne pas
+    exactement l'encodage de la ligne (marque dans le texte du client,
+    numéro mis en forme par le gabarit).
     """
     fields = {"sender": sender, "subject": subject, "date": date}
     try:
-        parts = tuple(gloutils.SUBJECT_DISPLAY.format(number=_NUMBER_MARK, **fields)
-                      .split(_NUMBER_MARK))
+        marked = gloutils.SUBJECT_DISPLAY.format(number=_NUMBER_MARK, **fields)
     except ValueError:
         return None
-    if "1".join(parts) != gloutils.SUBJECT_DISPLAY.format(number=1, **fields):
+    parts = tuple(json.dumps(marked).split(_ENCODED_NUMBER_MARK))
+    if "1".join(parts) != json.dumps(gloutils.SUBJECT_DISPLAY.format(number=1, **fields)):
         return None
     return parts
 
@@ -270,14 +283,18 @@ class _Email(typing.NamedTuple):
     subject: str
     date: str
     payload: typing.Optional[dict]
-    line_parts: typing.Optional[tuple]
+    encoded_line_parts: typing.Optional[tuple]
 
     def subject_line(self, number: int) -> str:
         """Ligne `SUBJECT_DISPLAY` du courriel sous le numéro `number`."""
-        if self.line_parts is None:
-            return gloutils.SUBJECT_DISPLAY.format(
-                number=number, sender=self.sender, subject=self.subject, date=self.date)
-        return str(number).join(self.line_parts)
+        return gloutils.SUBJECT_DISPLAY.format(
+            number=number, sender=self.sender, subject=self.subject, date=self.date)
+
+    def encoded_subject_line(self, number: int) -> str:
+        """La même ligne, encodée en chaîne JSON."""
+        if self.encoded_line_parts is None:
+            return json.dumps(self.subject_line(number))
+        return str(number).join(self.encoded_line_parts)
 
 
 class _Mailbox:
@@ -287,29 +304,33 @@ class _Mailbox:
     lire et compter ne relisent jamais tout le dossier.
     """
 
-    __slots__ = ("emails", "size", "_listing")
+    __slots__ = ("emails", "size", "_encoded_listing")
 
     def __init__(self) -> None:
         self.emails: list[_Email] = []
         self.size = 0
-        self._listing: typing.Optional[list[str]] = None
+        self._encoded_listing: typing.Optional[str] = None
 
     def add(self, entry: _Email) -> None:
         """Range un courriel selon sa date, puis son ordre d'arrivée."""
         bisect.insort(self.emails, entry, key=lambda email_: email_.sort_key)
         self.size += entry.size
-        self._listing = None
+        self._encoded_listing = None
 
     def listing(self) -> list[str]:
         """Lignes `SUBJECT_DISPLAY`, #1 étant le courriel le plus récent."""
-        if self._listing is None:
-            # Une boîte reçoit souvent entre deux listes : la boucle est serrée.
-            self._listing = [
-                str(number).join(entry.line_parts) if entry.line_parts
-                else entry.subject_line(number)
+        return [entry.subject_line(number)
+                for number, entry in enumerate(reversed(self.emails), start=1)]
+
+    def encoded_listing(self) -> str:
+        """`listing()` encodée en tableau JSON, gardée jusqu'au prochain courriel."""
+        if self._encoded_listing is None:
+            self._encoded_listing = "[" + ", ".join([
+                str(number).join(entry.encoded_line_parts) if entry.encoded_line_parts
+                else entry.encoded_subject_line(number)
                 for number, entry in enumerate(reversed(self.emails), start=1)
-            ]
-        return self._listing
+            ]) + "]"
+        return self._encoded_listing
 
     def by_number(self, number: int) -> typing.Optional[_Email]:
         """Courriel #`number` de la liste, ou None hors des bornes."""
@@ -718,6 +739,7 @@ class Server:
         self._accounts: dict[str, str] = {}
         self._mailboxes: dict[str, _Mailbox] = {}
         self._accept_resumes_at = 0.0
+        self._loop_thread: typing.Optional[int] = None
 
         self._routes = {
             gloutils.Headers.AUTH_REGISTER: (
@@ -820,6 +842,7 @@ class Server:
         imprévue est journalisée et le service continue : un défaut ne doit
         pas couper tous les clients.
         """
+        self._loop_thread = threading.get_ident()
         while True:
             try:
                 self._serve_once()
@@ -1000,10 +1023,12 @@ class Server:
                                self._frame_timeout)
                 self._remove_client(client_soc)
 
-    def _reply(self, client_soc: socket.socket, message: gloutils.GloMessage) -> None:
+    def _reply(self, client_soc: socket.socket,
+               message: typing.Union[gloutils.GloMessage, "_EncodedReply"]) -> None:
         """Met une réponse en file ; la boucle l'envoie sans jamais bloquer."""
         outbox = self._outboxes[client_soc]
-        glossocket.send_msg(outbox, json.dumps(message))
+        text = message if isinstance(message, _EncodedReply) else json.dumps(message)
+        glossocket.send_msg(outbox, text)
         self._to_flush.add(client_soc)
         if len(outbox.data) > _OUTPUT_HIGH_WATER:
             self._paused.add(client_soc)
@@ -1136,9 +1161,13 @@ class Server:
         listing = self._mailbox(username).listing()
         return _ok(gloutils.EmailListPayload(email_list=listing))
 
-    def _handle_email_list(self, client_soc: socket.socket, _payload):
-        """Traitement de `INBOX_READING_REQUEST`."""
-        return self._get_email_list(client_soc)
+    def _handle_email_list(self, client_soc: socket.socket, _payload) -> "_EncodedReply":
+        """
+        Traitement de `INBOX_READING_REQUEST` : la réponse de
+        `_get_email_list`, assemblée de la liste déjà encodée.
+        """
+        listing = self._mailbox(self._logged_users[client_soc]).encoded_listing()
+        return _EncodedReply(_LIST_REPLY_HEAD + listing + _LIST_REPLY_TAIL)
 
     def _get_email(self, client_soc: socket.socket,
                    payload: gloutils.EmailChoicePayload) -> gloutils.GloMessage:
@@ -1280,6 +1309,8 @@ class Server:
         if future.cancelled():
             return
         self._finished_work.put((client_soc, future, finish))
+        if threading.get_ident() == self._loop_thread:
+            return  # La boucle recueille elle-même ce qu'elle vient de finir.
         try:
             self._wakeup_writer.send(b"\0")
         except OSError:
@@ -1528,8 +1559,8 @@ class Server:
             subject=content["subject"],
             date=content["date"],
             payload=content if size <= _CACHED_EMAIL_MAX else None,
-            line_parts=_subject_line_parts(content["sender"], content["subject"],
-                                           content["date"]),
+            encoded_line_parts=_encoded_line_parts(content["sender"], content["subject"],
+                                                   content["date"]),
         )
 
     def _read_email(self, username: str, filename: str) -> typing.Optional[dict]:

@@ -386,6 +386,26 @@ class TestEmailList(ServerTestCase):
             with self.subTest(choice=choice):
                 self.assert_error(self.server._get_email(self.kohryu, {"choice": choice}))
 
+    def test_network_reply_is_the_encoded_listing(self):
+        """
+        La réponse envoyée sur le réseau, assemblée de lignes encodées
+        d'avance, est exactement `json.dumps` de celle de `_get_email_list`,
+        même quand le texte du client ressemble à la marque du numéro.
+        """
+        subjects = ['guillemets " et \\ barre', "ligne\nsuivante\ttab", "accents éàç €",
+                    "emoji 😀 \ud7ff", "marque \x00#\x00 brute", "marque \\u0000#\\u0000",
+                    "{number} #1", ""]
+        for number, subject in enumerate(subjects):
+            self.deliver(subject, f"Tue, 12 Jul 2022 19:21:{number:02d} +0000")
+        expected = self.server._get_email_list(self.kohryu)
+        for _ in range(2):  # La seconde fois, depuis le cache.
+            reply = self.server._handle_email_list(self.kohryu, None)
+            self.assertEqual(reply, json.dumps(expected))
+        self.deliver("après", "Wed, 13 Jul 2022 08:00:00 +0000")
+        reply = self.server._handle_email_list(self.kohryu, None)
+        self.assertEqual(json.loads(reply), self.server._get_email_list(self.kohryu))
+        self.assertEqual(len(json.loads(reply)["payload"]["email_list"]), len(subjects) + 1)
+
     def test_each_user_sees_only_their_emails(self):
         self.send(support.HANDOUT_EMAIL)
         other = self.register("Autre")
