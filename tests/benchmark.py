@@ -69,7 +69,7 @@ DEFAULT_PREFILL = 20
 SETUP_TIMEOUT = 600.0
 FINISH_TIMEOUT = 120.0
 REPLY_TIMEOUT = 30.0
-DISK_THREADS = 8
+DISK_THREADS = 16  # Comme les fils du processus d'écriture du serveur.
 _EMAIL_KEYS = frozenset(gloutils.EmailContentPayload.__annotations__)
 _BODY = "Bonjour,\nceci est un courriel du banc d'essai.\n" * 3
 
