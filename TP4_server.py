@@ -96,6 +96,10 @@ _DISK_ERRORS = {
     errno.EROFS: "disque en lecture seule",
     errno.ENOTDIR: "dossier inaccessible",
     errno.ENOENT: "dossier introuvable",
+    errno.EAGAIN: "ressources du système épuisées",
+    errno.ENOMEM: "mémoire insuffisante",
+    errno.EMFILE: "trop de fichiers ouverts",
+    errno.ENFILE: "trop de fichiers ouverts",
 }
 
 
@@ -892,12 +896,12 @@ class Server:
             if ready is self._server_socket:
                 self._accept_client()
             elif ready is self._wakeup_reader:
-                self._collect_finished_work()
+                self._drain_wakeups()
             elif ready is self._disk_writer:
                 self._disk_writer.receive()
-                self._collect_finished_work()
             elif ready in self._inboxes:
                 self._receive(ready)
+        self._collect_finished_work()
         # Les écritures demandées pendant ce tour partent sans attendre le suivant.
         self._disk_writer.send()
         while self._to_flush:
@@ -906,10 +910,12 @@ class Server:
 
     def _select_timeout(self) -> typing.Optional[float]:
         """
-        Délai d'attente de select() : jusqu'à la prochaine échéance (trame
-        incomplète, reprise des acceptations), sans fin s'il n'y en a pas.
+        Délai d'attente de select() : nul si des clients peuvent reprendre ou
+        si des travaux finis attendent, sinon jusqu'à la prochaine échéance
+        (trame incomplète, reprise des acceptations), sans fin s'il n'y en
+        a pas.
         """
-        if self._resumable:
+        if self._resumable or not self._finished_work.empty():
             return 0
         deadlines = []
         if self._frame_started:
@@ -1322,22 +1328,25 @@ class Server:
             return
         self._finished_work.put((client_soc, future, finish))
         if threading.get_ident() == self._loop_thread:
-            return  # La boucle recueille elle-même ce qu'elle vient de finir.
+            return  # La boucle recueille la file à chaque tour, sans attendre.
         try:
             self._wakeup_writer.send(b"\0")
         except OSError:
             pass  # Un réveil est déjà en attente, ou le serveur s'arrête.
+
+    def _drain_wakeups(self) -> None:
+        """Vide le socket de réveil : les travaux finis sont dans la file."""
+        try:
+            while self._wakeup_reader.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
 
     def _collect_finished_work(self) -> None:
         """
         Termine les travaux finis hors de la boucle : indexe, répond si le
         client est toujours là, puis reprend ses requêtes en attente.
         """
-        try:
-            while self._wakeup_reader.recv(4096):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
         while not self._finished_work.empty():
             client_soc, future, finish = self._finished_work.get()
             try:

@@ -128,8 +128,9 @@ class HostileTestCase(unittest.TestCase):
     # Chargé par `site` au démarrage de chaque Python du serveur (la boucle et
     # son processus d'écriture) : tant que le fichier-drapeau existe, écrire
     # ou synchroniser un fichier ordinaire échoue comme sur un disque plein
-    # (« write », « fsync »), ou le processus meurt juste après un fsync
-    # réussi, avant toute réponse (« mort »).
+    # (« write », « fsync »), le processus meurt juste après un fsync réussi,
+    # avant toute réponse (« mort »), ou aucun processus ne peut être lancé
+    # (« lancement »).
     DISK_FAULTS_MODULE = textwrap.dedent("""\
         import errno, os, stat
 
@@ -165,8 +166,18 @@ class HostileTestCase(unittest.TestCase):
             os.write = _full_write
         elif _VARIANT == "fsync":
             os.fsync = _full_fsync
-        else:
+        elif _VARIANT == "mort":
             os.fsync = _fsync_then_die
+        else:
+            import subprocess
+
+            class _FailingPopen(subprocess.Popen):
+                def __init__(self, *args, **kwargs):
+                    if os.path.exists(_FLAG):
+                        raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+                    super().__init__(*args, **kwargs)
+
+            subprocess.Popen = _FailingPopen
         """)
 
     def start_with_disk_fault(self, variant: str) -> tuple:
@@ -965,6 +976,20 @@ class WriterProcessTests(HostileTestCase):
         self.assertIn("n'a pas pu être enregistré", self.assertError(replies[0]))
         self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "apres"))
         self.assertEqual(self.subjects(bob), ["apres", "avant"])
+        self.assertNoServerException(server)
+
+    def test_writer_that_cannot_start_gives_error(self):
+        """Plus de processus possible : un `ERROR` tout de suite, puis la reprise."""
+        server, failing = self.start_with_disk_fault("lancement")
+        alice = self.registered(server.port, "alice")
+        bob = self.registered(server.port, "bob")
+        failing.touch()
+        message = self.assertError(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "avant"))
+        self.assertIn("n'a pas pu être enregistré : ressources du système épuisées", message)
+        self.assertEqual(support.child_pids(server.process.pid), [])
+        failing.unlink()
+        self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "apres"))
+        self.assertEqual(self.subjects(bob), ["apres"])
         self.assertNoServerException(server)
 
     def test_email_written_before_the_writer_died_is_listed(self):
