@@ -22,6 +22,7 @@ import hmac
 import itertools
 import json
 import logging
+import operator
 import os
 import queue
 import re
@@ -302,6 +303,9 @@ class _Email(typing.NamedTuple):
         return str(number).join(self.encoded_line_parts)
 
 
+_SORT_KEY = operator.attrgetter("sort_key")
+
+
 class _Mailbox:
     """
     Index en mémoire d'un dossier d'utilisateur, reconstruit depuis le disque
@@ -311,18 +315,18 @@ class _Mailbox:
 
     __slots__ = ("emails", "size", "_line_parts", "_unsplit_lines", "_encoded_listing")
 
-    def __init__(self) -> None:
-        self.emails: list[_Email] = []
-        self.size = 0
+    def __init__(self, emails: typing.Iterable[_Email] = (), other_size: int = 0) -> None:
+        """`other_size` : les octets des fichiers du dossier qui ne sont pas des courriels."""
+        self.emails: list[_Email] = sorted(emails, key=_SORT_KEY)
+        self.size = other_size + sum(entry.size for entry in self.emails)
         # Les `encoded_line_parts` des courriels, dans le même ordre.
-        self._line_parts: list[typing.Optional[tuple]] = []
-        self._unsplit_lines = 0
+        self._line_parts = [entry.encoded_line_parts for entry in self.emails]
+        self._unsplit_lines = self._line_parts.count(None)
         self._encoded_listing: typing.Optional[str] = None
 
     def add(self, entry: _Email) -> None:
         """Range un courriel selon sa date, puis son ordre d'arrivée."""
-        index = bisect.bisect_right(self.emails, entry.sort_key,
-                                    key=lambda email_: email_.sort_key)
+        index = bisect.bisect_right(self.emails, entry.sort_key, key=_SORT_KEY)
         self.emails.insert(index, entry)
         self._line_parts.insert(index, entry.encoded_line_parts)
         self._unsplit_lines += entry.encoded_line_parts is None
@@ -1523,20 +1527,20 @@ class Server:
         Reconstruit l'index d'un dossier. Les fichiers temporaires d'une
         écriture interrompue n'ont jamais été confirmés : ils sont effacés.
         """
-        folder = self._user_dir(username)
-        mailbox = _Mailbox()
-        for entry in os.scandir(folder):
+        emails = []
+        other_size = 0
+        for entry in os.scandir(self._user_dir(username)):
             if entry.name.startswith(_TEMP_PREFIX):
                 self._discard_temporary(entry.path)
                 continue
-            size = entry.stat().st_size
             email_ = None
             if entry.name.endswith(_EMAIL_SUFFIX):
-                email_ = self._index_entry(entry.path, entry.name, size)
+                email_ = self._index_entry(entry.path, entry.name)
             if email_ is None:
-                mailbox.size += size
+                other_size += entry.stat().st_size
             else:
-                mailbox.add(email_)
+                emails.append(email_)
+        mailbox = _Mailbox(emails, other_size)
         logger.info("Boîte de %s chargée : %d courriel(s).", username, len(mailbox.emails))
         return mailbox
 
@@ -1548,11 +1552,12 @@ class Server:
         except OSError as ex:
             logger.warning("Fichier temporaire %s impossible à effacer : %s", path, ex)
 
-    def _index_entry(self, path: str, filename: str, size: int) -> typing.Optional[_Email]:
+    def _index_entry(self, path: str, filename: str) -> typing.Optional[_Email]:
         """Entrée d'index d'un fichier de courriel, ou None s'il est illisible."""
         try:
-            with open(path, encoding="utf-8") as email_file:
-                content = json.load(email_file)
+            with open(path, "rb") as email_file:
+                size = os.fstat(email_file.fileno()).st_size
+                content = json.loads(email_file.read())
         except (OSError, ValueError, RecursionError) as ex:
             logger.warning("Courriel illisible ignoré : %s (%s)", path, ex)
             return None
