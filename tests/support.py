@@ -350,26 +350,27 @@ def process_rss_kib(pid: int) -> int:
     return 0
 
 
+def _process_state(pid: int) -> "tuple | None":
+    """(état, parent) d'un processus, lus dans /proc ; None s'il n'existe pas."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            state, parent = stat.read().rpartition(")")[2].split()[:2]
+    except (OSError, ValueError):
+        return None
+    return state, int(parent)
+
+
 def child_pids(pid: int) -> list:
-    """Processus vivants dont `pid` est le parent, lus dans /proc."""
+    """Processus vivants (ni disparus ni zombies) dont `pid` est le parent."""
     children = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
-                state, parent = stat.read().rpartition(")")[2].split()[:2]
-        except (OSError, ValueError):
-            continue
-        if int(parent) == pid and state != "Z":
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        state = _process_state(int(entry))
+        if state is not None and state[1] == pid and state[0] != "Z":
             children.append(int(entry))
     return children
 
 
 def process_running(pid: int) -> bool:
     """Vrai tant que le processus existe et n'est pas un zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            return stat.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
+    state = _process_state(pid)
+    return state is not None and state[0] != "Z"
