@@ -472,31 +472,12 @@ class _EmailWrite(typing.NamedTuple):
         return _write_new_email(self.folder, self.data)
 
 
-# Le processus d'écriture et la boucle échangent des trames comme celles du
-# protocole (longueur "!I", puis le corps). Une demande porte un en-tête
-# JSON {"id", "folder"}, un saut de ligne, puis le contenu du fichier ; une
-# réponse est le JSON {"id", "filename"} ou {"id", "errno", "strerror"} ;
-# une trame vide demande l'arrêt.
+# La boucle envoie au processus d'écriture des trames comme celles du
+# protocole (longueur "!I", puis le corps) : un en-tête JSON {"id", "folder"},
+# un saut de ligne, puis le contenu du fichier ; une trame vide demande
+# l'arrêt. Chaque réponse tient sur une ligne : le JSON {"id", "filename"}
+# ou {"id", "errno", "strerror"}.
 _STOP_FRAME = _LENGTH.pack(0)
-
-
-def _frame(body: bytes) -> bytes:
-    return _LENGTH.pack(len(body)) + body
-
-
-def _take_frames(buffer: bytearray) -> list[bytes]:
-    """Retire de `buffer` les trames complètes et renvoie leurs corps."""
-    frames = []
-    start = 0
-    while len(buffer) - start >= _LENGTH.size:
-        (length,) = _LENGTH.unpack_from(buffer, start)
-        end = start + _LENGTH.size + length
-        if len(buffer) < end:
-            break
-        frames.append(bytes(buffer[start + _LENGTH.size:end]))
-        start = end
-    del buffer[:start]
-    return frames
 
 
 def _serve_disk_writer(descriptor: int) -> None:
@@ -550,9 +531,11 @@ def _answer_write(channel: socket.socket, replies: threading.Lock,
         reply = {"id": request_id, "filename": write()}
     except OSError as ex:
         reply = {"id": request_id, "errno": ex.errno, "strerror": ex.strerror or str(ex)}
+    except Exception as ex:  # Un défaut imprévu ne doit pas laisser l'expéditeur attendre.
+        reply = {"id": request_id, "errno": errno.EIO, "strerror": repr(ex)}
     try:
         with replies:
-            channel.sendall(_frame(json.dumps(reply).encode("utf-8")))
+            channel.sendall(json.dumps(reply).encode("utf-8") + b"\n")
     except OSError:
         pass  # Le serveur est mort : la lecture du canal le constatera.
 
@@ -623,7 +606,8 @@ class _DiskWriter:
                 return future
         request_id = next(self._request_ids)
         header = json.dumps({"id": request_id, "folder": write.folder}).encode("utf-8")
-        self._outgoing += _frame(header + b"\n" + write.data)
+        body = header + b"\n" + write.data
+        self._outgoing += _LENGTH.pack(len(body)) + body
         self._pending[request_id] = future
         return future
 
@@ -671,8 +655,10 @@ class _DiskWriter:
             self._lose()
             return
         self._incoming += data
-        for body in _take_frames(self._incoming):
-            reply = json.loads(body)
+        *lines, rest = self._incoming.split(b"\n")
+        self._incoming = bytearray(rest)
+        for line in lines:
+            reply = json.loads(line)
             future = self._pending.pop(reply["id"])
             if "filename" in reply:
                 future.set_result(reply["filename"])
