@@ -61,6 +61,9 @@ _RECV_SIZE = 64 * 1024
 # celui qui ne lit pas ses réponses ne peut pas faire grossir la mémoire.
 _OUTPUT_HIGH_WATER = 256 * 1024
 _RELAY_WORKERS = 8
+# Fils qui chargent les boîtes du disque : une très grosse boîte dont le
+# chargement traîne ne retarde pas le premier usage des autres.
+_LOADER_WORKERS = 4
 # Pause des acceptations après un échec d'accept() (EMFILE, ENFILE,
 # ENOBUFS...) : sans elle, le socket d'écoute resterait prêt et la boucle
 # tournerait à vide.
@@ -172,6 +175,12 @@ def _is_strong(password: str) -> bool:
 def _disk_error(ex: OSError) -> str:
     """Traduit une erreur du disque en quelques mots pour l'utilisateur."""
     return _DISK_ERRORS.get(ex.errno, "erreur d'entrée-sortie sur le disque")
+
+
+def _disk_access_error(ex: OSError) -> gloutils.GloMessage:
+    """L'`ERROR` d'un dossier d'utilisateur illisible (remplacé, supprimé...)."""
+    logger.error("Accès au disque impossible : %s", ex)
+    return _error(f"Accès au disque impossible : {_disk_error(ex)}.")
 
 
 def _is_valid_address(destination: str) -> bool:
@@ -704,6 +713,17 @@ class _DiskWriter:
         self._process, self._channel = None, None
 
 
+class _Route(typing.NamedTuple):
+    """Traitement d'un en-tête de requête, et ce qu'il exige d'abord."""
+
+    handler: typing.Callable
+    # Paires (clé, type) exigées de la charge utile, ou None.
+    fields: typing.Optional[tuple]
+    login_required: bool
+    # Compte dont la requête lit l'index, selon (socket, charge utile).
+    mailbox_of: typing.Optional[typing.Callable] = None
+
+
 class Server:
     """Serveur de courriels @glo2000.ca."""
 
@@ -744,23 +764,27 @@ class Server:
 
         self._accounts: dict[str, str] = {}
         self._mailboxes: dict[str, _Mailbox] = {}
+        # Boîtes en cours de chargement -> clients dont la requête les attend.
+        self._loading: dict[str, list[socket.socket]] = {}
         self._accept_resumes_at = 0.0
         self._loop_thread: typing.Optional[int] = None
 
         self._routes = {
-            gloutils.Headers.AUTH_REGISTER: (
+            gloutils.Headers.AUTH_REGISTER: _Route(
                 self._create_account, _fields(gloutils.AuthPayload), False),
-            gloutils.Headers.AUTH_LOGIN: (
+            gloutils.Headers.AUTH_LOGIN: _Route(
                 self._login, _fields(gloutils.AuthPayload), False),
-            gloutils.Headers.AUTH_LOGOUT: (self._handle_logout, None, False),
-            gloutils.Headers.BYE: (self._handle_bye, None, False),
-            gloutils.Headers.INBOX_READING_REQUEST: (
-                self._handle_email_list, None, True),
-            gloutils.Headers.INBOX_READING_CHOICE: (
-                self._get_email, _fields(gloutils.EmailChoicePayload), True),
-            gloutils.Headers.EMAIL_SENDING: (
-                self._handle_email_sending, _EMAIL_FIELDS, True),
-            gloutils.Headers.STATS_REQUEST: (self._handle_stats, None, True),
+            gloutils.Headers.AUTH_LOGOUT: _Route(self._handle_logout, None, False),
+            gloutils.Headers.BYE: _Route(self._handle_bye, None, False),
+            gloutils.Headers.INBOX_READING_REQUEST: _Route(
+                self._handle_email_list, None, True, self._own_account),
+            gloutils.Headers.INBOX_READING_CHOICE: _Route(
+                self._get_email, _fields(gloutils.EmailChoicePayload), True,
+                self._own_account),
+            gloutils.Headers.EMAIL_SENDING: _Route(
+                self._handle_email_sending, _EMAIL_FIELDS, True, self._recipient_account),
+            gloutils.Headers.STATS_REQUEST: _Route(
+                self._handle_stats, None, True, self._own_account),
         }
 
         self._prepare_storage()
@@ -775,6 +799,8 @@ class Server:
         self._finished_work: queue.SimpleQueue = queue.SimpleQueue()
         self._relay_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=_RELAY_WORKERS, thread_name_prefix="relais-smtp")
+        self._loader_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=_LOADER_WORKERS, thread_name_prefix="chargement")
         self._disk_writer = _DiskWriter(on_lost=self._forget_mailboxes)
         # Rien n'est journalisé avant l'écoute : un échec tient en une ligne.
         logger.info("En écoute sur %s:%d, %d compte(s) chargé(s).",
@@ -836,6 +862,7 @@ class Server:
         for client_soc in list(self._client_socs):
             self._remove_client(client_soc)
         self._relay_pool.shutdown(wait=False, cancel_futures=True)
+        self._loader_pool.shutdown(wait=False, cancel_futures=True)
         self._disk_writer.close()
         self._server_socket.close()
         self._wakeup_reader.close()
@@ -1009,8 +1036,9 @@ class Server:
             if len(inbox) < end:
                 break
             frame = bytes(inbox[start + _LENGTH.size:end])
+            if not self._handle_frame(client_soc, frame):
+                break  # Elle attend le chargement d'une boîte et reste en tête.
             start = end
-            self._handle_frame(client_soc, frame)
             if client_soc not in self._inboxes:
                 return
         del inbox[:start]
@@ -1074,40 +1102,104 @@ class Server:
     # Traitement des requêtes
     # ------------------------------------------------------------------
 
-    def _handle_frame(self, client_soc: socket.socket, frame: bytes) -> None:
+    def _handle_frame(self, client_soc: socket.socket, frame: bytes) -> bool:
         """
         Décode une requête, la confie au traitement prévu pour son en-tête et
         répond s'il y a lieu. Aucune requête, même malformée, ne fait tomber
-        le serveur : elle reçoit un `ERROR`.
+        le serveur : elle reçoit un `ERROR`. Renvoie False si la requête
+        attend le chargement d'une boîte : elle sera traitée ensuite.
         """
         try:
             message = json.loads(frame.decode("utf-8"))
         except (ValueError, RecursionError):
             self._reply(client_soc, _error(INVALID_REQUEST))
-            return
+            return True
         header = message.get("header") if isinstance(message, dict) else None
         route = self._routes.get(header) if type(header) is int else None
         if route is None:
             self._reply(client_soc, _error(INVALID_REQUEST))
-            return
-        handler, fields, login_required = route
+            return True
         payload = message.get("payload")
-        if login_required and client_soc not in self._logged_users:
+        if route.login_required and client_soc not in self._logged_users:
             reply = _error(NOT_LOGGED_IN)
-        elif fields is not None and not _matches(payload, fields):
+        elif route.fields is not None and not _matches(payload, route.fields):
             reply = _error(INVALID_REQUEST)
+        elif route.mailbox_of and self._awaits_mailbox(
+                client_soc, route.mailbox_of(client_soc, payload)):
+            return False
         else:
             try:
-                reply = handler(client_soc, payload)
+                reply = route.handler(client_soc, payload)
             except OSError as ex:
-                # Un dossier d'utilisateur illisible (remplacé, supprimé...).
-                logger.error("Accès au disque impossible : %s", ex)
-                reply = _error(f"Accès au disque impossible : {_disk_error(ex)}.")
+                reply = _disk_access_error(ex)
             except Exception:
                 logger.exception("Échec du traitement de la requête %d", header)
                 reply = _error(INTERNAL_ERROR)
         if reply is not None:
             self._reply(client_soc, reply)
+        return True
+
+    def _own_account(self, client_soc: socket.socket, _payload) -> typing.Optional[str]:
+        """Le compte connecté sur ce socket : la requête lit sa boîte."""
+        return self._logged_users.get(client_soc)
+
+    def _recipient_account(self, _client_soc: socket.socket,
+                           payload: gloutils.EmailContentPayload) -> typing.Optional[str]:
+        """Le compte destinataire d'un envoi interne : sa boîte sera indexée."""
+        destination = payload["destination"]
+        if not _is_valid_address(destination) or _is_external(destination):
+            return None
+        return self._accounts.get(destination.rpartition("@")[0].lower())
+
+    def _awaits_mailbox(self, client_soc: socket.socket,
+                        account: typing.Optional[str]) -> bool:
+        """
+        Vrai si l'index de `account` n'est pas encore en mémoire : un fil le
+        charge alors du disque (ce qui peut prendre une seconde pour une
+        très grosse boîte) et le client attend, sans bloquer les autres.
+        """
+        if account is None or account.lower() in self._mailboxes:
+            return False
+        waiting = self._loading.get(account.lower())
+        if waiting is None:
+            waiting = self._loading[account.lower()] = []
+            future = self._loader_pool.submit(self._load_mailbox, account)
+            finish = functools.partial(self._mailbox_loaded, account)
+            future.add_done_callback(lambda done: self._work_finished(None, done, finish))
+        waiting.append(client_soc)
+        self._waiting.add(client_soc)
+        self._paused.add(client_soc)
+        return True
+
+    def _mailbox_loaded(self, account: str, loaded: concurrent.futures.Future) -> None:
+        """
+        Installe l'index chargé et reprend les requêtes qui l'attendaient. Si
+        le chargement a échoué, chacune reçoit l'`ERROR` qu'aurait produit
+        son traitement.
+        """
+        failure = None
+        try:
+            self._mailboxes.setdefault(account.lower(), loaded.result())
+        except OSError as ex:
+            failure = _disk_access_error(ex)
+        except Exception:
+            logger.exception("Échec inattendu du chargement de la boîte de %s", account)
+            failure = _error(INTERNAL_ERROR)
+        for client_soc in self._loading.pop(account.lower(), []):
+            if client_soc not in self._inboxes:
+                continue
+            self._waiting.discard(client_soc)
+            self._paused.discard(client_soc)
+            if failure is not None:
+                self._drop_first_frame(client_soc)
+                self._reply(client_soc, failure)
+            self._process_frames(client_soc)
+
+    def _drop_first_frame(self, client_soc: socket.socket) -> None:
+        """Retire la trame en tête des octets reçus du client (déjà traitée)."""
+        inbox = self._inboxes[client_soc]
+        (length,) = _LENGTH.unpack_from(inbox)
+        del inbox[:_LENGTH.size + length]
 
     def _create_account(self, client_soc: socket.socket,
                         payload: gloutils.AuthPayload) -> gloutils.GloMessage:
@@ -1344,8 +1436,8 @@ class Server:
             except Exception:
                 logger.exception("Échec inattendu d'un travail hors de la boucle")
                 reply = _error(INTERNAL_ERROR)
-            if client_soc not in self._inboxes:
-                continue
+            if client_soc is None or client_soc not in self._inboxes:
+                continue  # Travail sans client (chargement d'une boîte), ou client parti.
             self._waiting.discard(client_soc)
             self._reply(client_soc, reply)
             if len(self._outboxes[client_soc].data) <= _OUTPUT_HIGH_WATER:

@@ -41,6 +41,7 @@ import statistics
 import struct
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections import Counter
@@ -883,15 +884,36 @@ def _time_operations(sock: socket.socket, emails: int, repetitions: int) -> dict
             "non_ok_replies": dict(wrong)}
 
 
-def _time_after_restart(port: int, owner: str) -> dict:
-    """Connexion puis deux listes après un redémarrage : la première reconstruit l'index."""
-    with _connect(port) as sock:
+def _time_after_restart(port: int, owner: str, witness: str) -> dict:
+    """
+    Après un redémarrage : connexion, puis deux listes (la première
+    reconstruit l'index). Pendant la première, un autre compte, `witness`,
+    enchaîne des statistiques : la plus lente dit ce que les autres clients
+    attendent pendant le chargement d'une grosse boîte.
+    """
+    with _connect(port) as sock, _connect(port) as other:
+        _timed_exchange(other, _auth_frame(H.AUTH_LOGIN, witness))
+        _timed_exchange(other, _STATS_FRAME)
         login, _ = _timed_exchange(sock, _auth_frame(H.AUTH_LOGIN, owner))
+        loading = threading.Event()
+        loading.set()
+        witness_times = []
+
+        def keep_asking() -> None:
+            while loading.is_set():
+                witness_times.append(_timed_exchange(other, _STATS_FRAME)[0])
+
+        asker = threading.Thread(target=keep_asking, name="temoin")
+        asker.start()
         first, message = _timed_exchange(sock, _LIST_FRAME)
+        loading.clear()
+        asker.join()
         second, _ = _timed_exchange(sock, _LIST_FRAME)
     return {"login_ms": login * 1e3, "first_list_ms": first * 1e3,
             "second_list_ms": second * 1e3,
-            "listed": len(message.get("payload", {}).get("email_list", []))}
+            "listed": len(message.get("payload", {}).get("email_list", [])),
+            "witness_requests": len(witness_times),
+            "witness_max_ms": max(witness_times) * 1e3}
 
 
 def run_inbox(emails: int, senders: int, repetitions: int) -> dict:
@@ -904,7 +926,7 @@ def run_inbox(emails: int, senders: int, repetitions: int) -> dict:
                                emails, senders)
             measures = _time_operations(sock, emails, repetitions)
         with ServerProcess(workdir=workdir) as server:
-            restart = _time_after_restart(server.port, owner)
+            restart = _time_after_restart(server.port, owner, witness="expediteur0")
     return {"emails": emails, "senders": senders, "repetitions": repetitions,
             "fill": fill, **measures, "after_restart": restart}
 
@@ -1089,6 +1111,8 @@ def _print_inbox(result: dict) -> None:
     print(f"après redémarrage : connexion {restart['login_ms']:.1f} ms, première liste "
           f"{restart['first_list_ms']:.0f} ms (index reconstruit, {restart['listed']} "
           f"courriels), liste suivante {restart['second_list_ms']:.1f} ms")
+    print(f"pendant la première liste, un autre client a été servi "
+          f"{restart['witness_requests']} fois, en {restart['witness_max_ms']:.1f} ms au plus")
 
 
 def _print_disk(result: dict) -> None:

@@ -129,14 +129,14 @@ class HostileTestCase(unittest.TestCase):
     # son processus d'écriture) : tant que le fichier-drapeau existe, écrire
     # ou synchroniser un fichier ordinaire échoue comme sur un disque plein
     # (« write », « fsync »), le processus meurt juste après un fsync réussi,
-    # avant toute réponse (« mort »), ou aucun processus ne peut être lancé
-    # (« lancement »).
+    # avant toute réponse (« mort »), aucun processus ne peut être lancé
+    # (« lancement »), ou la lecture du dossier de bob traîne (« lent »).
     DISK_FAULTS_MODULE = textwrap.dedent("""\
-        import errno, os, stat
+        import errno, os, stat, time
 
         _FLAG = os.environ["GLO_TEST_DISK_FAULT_FLAG"]
         _VARIANT = os.environ["GLO_TEST_DISK_FAULT"]
-        _real_write, _real_fsync = os.write, os.fsync
+        _real_write, _real_fsync, _real_scandir = os.write, os.fsync, os.scandir
 
 
         def _faulty(descriptor):
@@ -162,12 +162,20 @@ class HostileTestCase(unittest.TestCase):
                 os._exit(9)
 
 
+        def _slow_scandir(path="."):
+            while os.path.exists(_FLAG) and os.path.basename(os.fspath(path)) == "bob":
+                time.sleep(0.01)
+            return _real_scandir(path)
+
+
         if _VARIANT == "write":
             os.write = _full_write
         elif _VARIANT == "fsync":
             os.fsync = _full_fsync
         elif _VARIANT == "mort":
             os.fsync = _fsync_then_die
+        elif _VARIANT == "lent":
+            os.scandir = _slow_scandir
         else:
             import subprocess
 
@@ -208,6 +216,10 @@ class HostileTestCase(unittest.TestCase):
         client = self.client(port, timeout)
         self.assertOk(client.register(username))
         return client
+
+    def subjects(self, client: support.RawClient) -> list:
+        lines = self.assertOk(client.request(H.INBOX_READING_REQUEST))["payload"]["email_list"]
+        return [line.split(" - ")[1].split()[0] for line in lines]
 
     def assertOk(self, reply: dict) -> dict:
         self.assertEqual(reply.get("header"), H.OK, reply)
@@ -913,10 +925,6 @@ class WriterProcessTests(HostileTestCase):
         self.assertTrue(stress.wait_until(lambda: not support.process_running(pid), 10),
                         f"Le processus {pid} tourne encore.")
 
-    def subjects(self, client: support.RawClient) -> list:
-        lines = self.assertOk(client.request(H.INBOX_READING_REQUEST))["payload"]["email_list"]
-        return [line.split(" - ")[1].split()[0] for line in lines]
-
     def test_started_on_first_delivery_and_stopped_with_the_server(self):
         server = self.start_server()
         alice = self.registered(server.port, "alice")
@@ -1006,6 +1014,57 @@ class WriterProcessTests(HostileTestCase):
         self.assertEqual(self.assertOk(bob.request(H.STATS_REQUEST))["payload"]["count"], 2)
         self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "apres"))
         self.assertEqual(self.subjects(bob), ["apres", "orphelin", "avant"])
+        self.assertNoServerException(server)
+
+
+class MailboxLoadingTests(HostileTestCase):
+    """Le premier usage d'une boîte la charge du disque, hors de la boucle."""
+
+    def test_other_clients_served_while_a_mailbox_loads(self):
+        """
+        La boîte de Bob met du temps à se charger : Bob et qui lui écrit
+        attendent, les autres sont servis, puis tout reprend dans l'ordre.
+        """
+        server, slow = self.start_with_disk_fault("lent")
+        alice = self.registered(server.port, "alice")
+        bob = self.registered(server.port, "bob")
+        carol = self.registered(server.port, "carol")
+        dave = self.registered(server.port, "dave")
+        self.assertEqual(self.subjects(carol), [])
+        slow.touch()
+        bob.send(H.STATS_REQUEST)
+        alice.send(H.EMAIL_SENDING, email_payload(f"alice@{DOMAIN}", f"bob@{DOMAIN}",
+                                                  "pendant"))
+        self.assertEqual(self.subjects(carol), [])
+        # Un premier usage ne fait pas la queue derrière la boîte de Bob.
+        self.assertEqual(self.assertOk(dave.request(H.STATS_REQUEST))["payload"]["count"], 0)
+        for waiting in (bob, alice):
+            self.assertEqual(select.select([waiting.sock], [], [], 0.3)[0], [])
+        slow.unlink()
+        self.assertEqual(self.assertOk(bob.recv())["payload"]["count"], 0)
+        self.assertOk(alice.recv())
+        self.assertEqual(self.subjects(bob), ["pendant"])
+        self.assertNoServerException(server)
+
+    def test_many_requests_wait_for_one_load(self):
+        """Plusieurs requêtes sur une boîte qui se charge : un seul chargement."""
+        server, slow = self.start_with_disk_fault("lent")
+        senders = [self.registered(server.port, f"exp{index}") for index in range(5)]
+        bob = self.registered(server.port, "bob")
+        carol = self.registered(server.port, "carol")
+        slow.touch()
+        for index, sender in enumerate(senders):
+            sender.send(H.EMAIL_SENDING, email_payload(
+                f"exp{index}@{DOMAIN}", f"bob@{DOMAIN}", f"n{index}"))
+        bob.send(H.INBOX_READING_REQUEST)
+        # Carol, servie après eux, garantit que toutes ces requêtes attendent.
+        self.assertEqual(self.subjects(carol), [])
+        slow.unlink()
+        self.assertOk(bob.recv())
+        for sender in senders:
+            self.assertOk(sender.recv())
+        self.assertEqual(sorted(self.subjects(bob)), [f"n{index}" for index in range(5)])
+        self.assertEqual(server.log().count("Boîte de bob chargée"), 1)
         self.assertNoServerException(server)
 
 
