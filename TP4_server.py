@@ -1160,13 +1160,12 @@ class Server:
         """
         if account is None or account.lower() in self._mailboxes:
             return False
-        waiting = self._loading.get(account.lower())
-        if waiting is None:
-            waiting = self._loading[account.lower()] = []
+        if account.lower() not in self._loading:
             future = self._loader_pool.submit(self._load_mailbox, account)
+            self._loading[account.lower()] = []
             finish = functools.partial(self._mailbox_loaded, account)
             future.add_done_callback(lambda done: self._work_finished(None, done, finish))
-        waiting.append(client_soc)
+        self._loading[account.lower()].append(client_soc)
         self._waiting.add(client_soc)
         self._paused.add(client_soc)
         return True
@@ -1387,13 +1386,13 @@ class Server:
                                               gloutils.GloMessage]) -> None:
         """
         Confie `work` (sans effet sur l'état de la boucle) à `pool` ; la
-        boucle appellera `finish` avec son résultat pour
-        construire la réponse. D'ici là, le client est mis en attente.
-        Renvoie None : il n'y a pas encore de réponse à envoyer.
+        boucle appellera `finish` avec son résultat pour construire la
+        réponse. D'ici là, le client est mis en attente. Renvoie None : il
+        n'y a pas encore de réponse à envoyer.
         """
+        future = pool.submit(work)  # S'il lève, le client n'est pas mis en attente.
         self._waiting.add(client_soc)
         self._paused.add(client_soc)
-        future = pool.submit(work)
         future.add_done_callback(
             lambda done: self._work_finished(client_soc, done, finish))
 
