@@ -7,6 +7,10 @@ tous les clients. Le fichier se lit en trois couches :
 1. la boucle et le découpage des messages (sockets, tampons, échéances) ;
 2. les traitements des requêtes, choisis dans une table selon l'en-tête ;
 3. le stockage sur disque (comptes, boîtes de courriels, relais SMTP).
+
+Ce qui bloquerait la boucle se fait ailleurs : l'écriture des courriels dans
+un processus d'écriture (`_DiskWriter`, lancé à la première livraison), le
+relais SMTP et le premier chargement de chaque boîte dans des fils.
 """
 
 import argparse
