@@ -9,8 +9,9 @@ tous les clients. Le fichier se lit en trois couches :
 3. le stockage sur disque (comptes, boîtes de courriels, relais SMTP).
 
 Ce qui bloquerait la boucle se fait ailleurs : l'écriture des courriels dans
-un processus d'écriture (`_DiskWriter`, lancé à la première livraison), le
-relais SMTP et le premier chargement de chaque boîte dans des fils.
+un processus d'écriture (`_DiskWriter`, lancé à la première livraison) ; le
+relais SMTP, le premier chargement de chaque boîte et la relecture des gros
+courriels dans des fils.
 """
 
 import argparse
@@ -55,8 +56,9 @@ DEFAULT_MAX_MESSAGE = 10 * 1024 * 1024
 # couvre l'écoute, le réveil, les sockets SMTP des relais et les fichiers.
 SELECT_FD_LIMIT = 1024
 DEFAULT_MAX_CLIENTS = 1000
-# Descripteurs gardés hors des clients : écoute, réveil, sockets des relais,
-# fichiers des fils de livraison, et la connexion acceptée pour être refusée.
+# Descripteurs gardés hors des clients : écoute, réveil, canal du processus
+# d'écriture, sockets des relais, fichiers des fils de chargement, et la
+# connexion acceptée pour être refusée.
 _RESERVED_DESCRIPTORS = 32
 
 _LENGTH = struct.Struct("!I")
@@ -65,8 +67,9 @@ _RECV_SIZE = 64 * 1024
 # celui qui ne lit pas ses réponses ne peut pas faire grossir la mémoire.
 _OUTPUT_HIGH_WATER = 256 * 1024
 _RELAY_WORKERS = 8
-# Fils qui chargent les boîtes du disque : une très grosse boîte dont le
-# chargement traîne ne retarde pas le premier usage des autres.
+# Fils qui lisent le disque pour la boucle (chargement des boîtes, relecture
+# des gros courriels) : une très grosse boîte dont le chargement traîne ne
+# retarde pas le premier usage des autres.
 _LOADER_WORKERS = 4
 # Pause des acceptations après un échec d'accept() (EMFILE, ENFILE,
 # ENOBUFS...) : sans elle, le socket d'écoute resterait prêt et la boucle
@@ -79,7 +82,8 @@ _ACCEPT_BACKOFF = 0.1
 _DISK_WORKERS = 16
 # Délai laissé au processus d'écriture pour finir ses écritures à l'arrêt.
 _WRITER_STOP_TIMEOUT = 30.0
-# Les courriels plus gros restent sur le disque et sont relus à la demande.
+# Les courriels plus gros restent sur le disque et sont relus à la demande,
+# hors de la boucle.
 _CACHED_EMAIL_MAX = 16 * 1024
 
 _USERNAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -221,6 +225,13 @@ def _timestamp(date: str) -> typing.Optional[float]:
         return None
 
 
+def _email_reply(choice: int, content: typing.Optional[dict]) -> gloutils.GloMessage:
+    """Réponse à la lecture du courriel #`choice` (None : fichier illisible)."""
+    if content is None:
+        return _error(f"Le courriel #{choice} est illisible.")
+    return _ok(content)
+
+
 def _future_reply(future: concurrent.futures.Future) -> gloutils.GloMessage:
     """Réponse toute faite d'un travail hors de la boucle (le relais SMTP)."""
     return future.result()
@@ -332,7 +343,8 @@ class _Mailbox:
         """`other_size` : les octets des fichiers du dossier qui ne sont pas des courriels."""
         self.emails: list[_Email] = sorted(emails, key=_SORT_KEY)
         self.size = other_size + sum(entry.size for entry in self.emails)
-        # Les `encoded_line_parts` des courriels, dans le même ordre.
+        # Les `encoded_line_parts` des courriels, dans le même ordre : gardés à
+        # part, la liste s'assemble sans lire un attribut par courriel.
         self._line_parts = [entry.encoded_line_parts for entry in self.emails]
         self._unsplit_lines = self._line_parts.count(None)
         self._encoded_listing: typing.Optional[str] = None
@@ -695,7 +707,8 @@ class _DiskWriter:
         pending, self._pending = self._pending, {}
         for future in pending.values():
             future.set_exception(OSError(errno.EIO, "processus d'écriture arrêté"))
-        self._on_lost()
+        if pending:
+            self._on_lost()
 
     def close(self) -> None:
         """
@@ -783,7 +796,7 @@ class Server:
             gloutils.Headers.INBOX_READING_REQUEST: _Route(
                 self._handle_email_list, None, True, self._own_account),
             gloutils.Headers.INBOX_READING_CHOICE: _Route(
-                self._get_email, _fields(gloutils.EmailChoicePayload), True,
+                self._handle_email_choice, _fields(gloutils.EmailChoicePayload), True,
                 self._own_account),
             gloutils.Headers.EMAIL_SENDING: _Route(
                 self._handle_email_sending, _EMAIL_FIELDS, True, self._recipient_account),
@@ -1282,10 +1295,23 @@ class Server:
         entry = self._mailbox(username).by_number(choice)
         if entry is None:
             return _error(f"Le courriel #{choice} n'existe pas.")
-        content = entry.payload or self._read_email(username, entry.filename)
-        if content is None:
-            return _error(f"Le courriel #{choice} est illisible.")
-        return _ok(content)
+        return _email_reply(choice, entry.payload or self._read_email(username, entry.filename))
+
+    def _handle_email_choice(self, client_soc: socket.socket,
+                             payload: gloutils.EmailChoicePayload):
+        """
+        Traitement de `INBOX_READING_CHOICE` : la réponse de `_get_email`,
+        mais un courriel trop gros pour l'index est relu du disque par un
+        fil, hors de la boucle.
+        """
+        username = self._logged_users[client_soc]
+        entry = self._mailbox(username).by_number(payload["choice"])
+        if entry is None or entry.payload is not None:
+            return self._get_email(client_soc, payload)
+        return self._run_off_loop(
+            client_soc, self._loader_pool,
+            functools.partial(self._read_email, username, entry.filename),
+            lambda read: _email_reply(payload["choice"], read.result()))
 
     def _get_stats(self, client_soc: socket.socket) -> gloutils.GloMessage:
         """Nombre de courriels et taille totale du dossier de l'utilisateur."""

@@ -1018,7 +1018,24 @@ class WriterProcessTests(HostileTestCase):
 
 
 class MailboxLoadingTests(HostileTestCase):
-    """Le premier usage d'une boîte la charge du disque, hors de la boucle."""
+    """
+    Ce que la boucle fait lire du disque par des fils : le premier chargement
+    d'une boîte, la relecture d'un courriel trop gros pour l'index.
+    """
+
+    def test_large_email_read_back_whole(self):
+        server = self.start_server()
+        alice = self.registered(server.port, "alice")
+        content = "".join(f"ligne {number} é€😀\n" for number in range(2000))
+        self.assertGreater(len(content.encode("utf-8")), TP4_server._CACHED_EMAIL_MAX)
+        sent = email_payload(f"alice@{DOMAIN}", f"alice@{DOMAIN}", "gros", content)
+        self.assertOk(alice.request(H.EMAIL_SENDING, sent))
+        self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"alice@{DOMAIN}", "petit"))
+        self.assertEqual(self.subjects(alice), ["petit", "gros"])
+        read = self.assertOk(alice.request(H.INBOX_READING_CHOICE, {"choice": 2}))
+        self.assertEqual(read["payload"], sent)
+        self.assertError(alice.request(H.INBOX_READING_CHOICE, {"choice": 3}), "n'existe pas")
+        self.assertNoServerException(server)
 
     def test_other_clients_served_while_a_mailbox_loads(self):
         """
