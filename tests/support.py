@@ -88,7 +88,8 @@ class ServerProcess:
     """
 
     def __init__(self, *extra_args: str, workdir: "str | None" = None,
-                 port: "int | None" = None, environment: "dict | None" = None) -> None:
+                 port: "int | None" = None, environment: "dict | None" = None,
+                 preexec_fn=None) -> None:
         self._own_dir = None
         if workdir is None:
             self._own_dir = tempfile.TemporaryDirectory(prefix="glo-test-")
@@ -101,6 +102,7 @@ class ServerProcess:
                           "--smtp-port", str(free_port()), *extra_args)
         self.extra_args = extra_args
         self.environment = {**os.environ, **(environment or {})}
+        self.preexec_fn = preexec_fn
         self.process: "subprocess.Popen | None" = None
         self.log_path = self.workdir / "server.log"
 
@@ -109,7 +111,7 @@ class ServerProcess:
         self.process = subprocess.Popen(
             [sys.executable, str(SERVER_SCRIPT), "--host", LOOPBACK,
              "--port", str(self.port), *self.extra_args],
-            cwd=self.workdir, env=self.environment,
+            cwd=self.workdir, env=self.environment, preexec_fn=self.preexec_fn,
             stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
         try:

@@ -41,13 +41,6 @@ def reply(header, payload=None):
     return json.dumps(message)
 
 
-def free_port():
-    """Renvoie un port TCP libre de 127.0.0.1 (rien n'y écoute)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as soc:
-        soc.bind(("127.0.0.1", 0))
-        return soc.getsockname()[1]
-
-
 class ClientTestCase(unittest.TestCase):
     """
     Base des tests unitaires : un client sans vraie connexion, `send_msg` et
@@ -131,7 +124,7 @@ class TestInit(unittest.TestCase):
         return context.exception.code, stderr.getvalue()
 
     def test_connection_refused_exits_non_zero(self):
-        port = free_port()
+        port = support.free_port()
         code, error = self._init_error("127.0.0.1", port)
         self.assertEqual(code, 1)
         self.assertEqual(
@@ -232,7 +225,7 @@ class TestLogin(ClientTestCase):
         self.assertEqual(self.client._username, "Kohryu")
 
     def test_error_prints_server_message(self):
-        message = "Nom d'utilisateur ou mot de passe invalide."
+        message = support.LOGIN_FAILED
         self.set_inputs("Kohryu")
         self.getpass.return_value = "mauvais"
         self.set_replies(reply(H.ERROR, {"error_message": message}))
@@ -497,7 +490,7 @@ class TestRun(ClientTestCase):
         self.assertEqual(self.client._username, "")
 
     def test_error_returns_to_menu(self):
-        message = "Nom d'utilisateur ou mot de passe invalide."
+        message = support.LOGIN_FAILED
         self.set_inputs("2", "Kohryu", "3")
         self.getpass.return_value = "mauvais"
         self.set_replies(reply(H.ERROR, {"error_message": message}))
@@ -693,7 +686,7 @@ class TestCommandLine(unittest.TestCase):
 
     def run_client(self, port, stdin=""):
         return subprocess.run(
-            [sys.executable, str(ROOT / "TP4_client.py")]
+            [sys.executable, str(support.CLIENT_SCRIPT)]
             + ["-d", "127.0.0.1", "-p", str(port)],
             input=stdin,
             capture_output=True,
@@ -703,7 +696,7 @@ class TestCommandLine(unittest.TestCase):
         )
 
     def test_connection_refused(self):
-        port = free_port()
+        port = support.free_port()
         result = self.run_client(port)
         self.assertEqual(result.returncode, 1)
         self.assertEqual(

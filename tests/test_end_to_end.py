@@ -628,12 +628,10 @@ class TestExternalRelay(EndToEndTestCase):
 
 
 class TestRelayUnreachable(EndToEndTestCase):
-    """Rien n'écoute sur le port du relais : `ERROR`, et le serveur continue."""
-
-    def setUp(self):
-        self.server_args = ("--smtp-host", support.LOOPBACK,
-                            "--smtp-port", str(support.free_port()))
-        super().setUp()
+    """
+    Rien n'écoute sur le port du relais (le réglage par défaut de
+    `support.ServerProcess`) : `ERROR`, et le serveur continue.
+    """
 
     def test_error(self):
         client, username = self.logged_in_client()

@@ -84,11 +84,23 @@ class ServerTestCase(unittest.TestCase):
         self.addCleanup(server.cleanup)
         return server
 
-    def register(self, username: str, password: str = PASSWORD, server=None):
-        """Crée le compte sur un nouveau faux socket, qui reste connecté."""
+    def create(self, username: str, password: str = PASSWORD, server=None) -> tuple:
+        """`_create_account` sur un nouveau faux socket : (socket, réponse)."""
         soc = fake_socket()
         reply = (server or self.server)._create_account(
             soc, gloutils.AuthPayload(username=username, password=password))
+        return soc, reply
+
+    def login(self, username: str, password: str = PASSWORD, server=None) -> tuple:
+        """`_login` sur un nouveau faux socket : (socket, réponse)."""
+        soc = fake_socket()
+        reply = (server or self.server)._login(
+            soc, gloutils.AuthPayload(username=username, password=password))
+        return soc, reply
+
+    def register(self, username: str, password: str = PASSWORD, server=None):
+        """Crée le compte sur un nouveau faux socket, qui reste connecté."""
+        soc, reply = self.create(username, password, server)
         self.assertEqual(reply, OK)
         return soc
 
@@ -134,12 +146,6 @@ class ServerTestCase(unittest.TestCase):
 
 class TestCreateAccount(ServerTestCase):
     """`_create_account`."""
-
-    def create(self, username, password=PASSWORD):
-        soc = fake_socket()
-        reply = self.server._create_account(
-            soc, gloutils.AuthPayload(username=username, password=password))
-        return soc, reply
 
     def assert_refused(self, username, password, *problems):
         soc, reply = self.create(username, password)
@@ -237,11 +243,6 @@ class TestLogin(ServerTestCase):
     def setUp(self):
         super().setUp()
         self.server._logout(self.register("Kohryu"))
-
-    def login(self, username, password=PASSWORD):
-        soc = fake_socket()
-        return soc, self.server._login(
-            soc, gloutils.AuthPayload(username=username, password=password))
 
     def test_ok(self):
         soc, reply = self.login("Kohryu")
@@ -560,9 +561,8 @@ class TestRestart(ServerTestCase):
         self.server.cleanup()
 
         restarted = self.new_server()
-        soc = fake_socket()
-        self.assertEqual(restarted._login(soc, {"username": "KOHRYU", "password": PASSWORD}),
-                         OK)
+        soc, reply = self.login("KOHRYU", server=restarted)
+        self.assertEqual(reply, OK)
         after = (self.listing(soc, restarted), self.stats(soc, restarted),
                  [restarted._get_email(soc, {"choice": n}) for n in (1, 2, 3, 4)])
         self.assertEqual(after, before)
@@ -577,8 +577,7 @@ class TestRestart(ServerTestCase):
         self.send(before)
         self.server.cleanup()
         restarted = self.new_server()
-        soc = fake_socket()
-        restarted._login(soc, {"username": "Kohryu", "password": PASSWORD})
+        soc, _ = self.login("Kohryu", server=restarted)
         self.assertEqual(restarted._send_email(after), OK)
         self.assertEqual(self.stats(soc, restarted)["count"], 2)
         self.assertEqual(self.listing(soc, restarted), self.expected_listing(after, before))
@@ -605,8 +604,7 @@ class TestTemporaryFiles(ServerTestCase):
         self.server.cleanup()
         self.plant(self.data_dir / "Kohryu")
         restarted = self.new_server()
-        soc = fake_socket()
-        restarted._login(soc, {"username": "Kohryu", "password": PASSWORD})
+        soc, _ = self.login("Kohryu", server=restarted)
         self.assertEqual(len(self.listing(soc, restarted)), 1)
         self.assertEqual(self.stats(soc, restarted), {"count": 1, "size": 319})
         self.assert_error(restarted._get_email(soc, {"choice": 2}))
