@@ -32,7 +32,6 @@ import json
 import multiprocessing
 import os
 import random
-import resource
 import select
 import selectors
 import signal
@@ -51,10 +50,10 @@ from typing import NamedTuple, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support import (  # noqa: E402
-    LOOPBACK, STRONG_PASSWORD, ServerProcess, free_port, wait_for_port)
+    LOOPBACK, NOT_LOGGED_IN, STRONG_PASSWORD, ServerProcess, free_port, raise_fd_limit,
+    split_frames, wait_for_port)
 import glossocket  # noqa: E402
 import gloutils  # noqa: E402
-from TP4_server import NOT_LOGGED_IN  # noqa: E402
 
 H = gloutils.Headers
 _LENGTH = struct.Struct("!I")
@@ -86,21 +85,6 @@ def _frame(header: H, payload: Optional[dict] = None) -> bytes:
         message["payload"] = payload
     data = json.dumps(message).encode("utf-8")
     return _LENGTH.pack(len(data)) + data
-
-
-def _split_frames(buffer: bytearray) -> list:
-    """Retire du tampon chaque trame complète et renvoie leurs contenus."""
-    frames = []
-    start = 0
-    while len(buffer) - start >= _LENGTH.size:
-        (length,) = _LENGTH.unpack_from(buffer, start)
-        end = start + _LENGTH.size + length
-        if len(buffer) < end:
-            break
-        frames.append(bytes(buffer[start + _LENGTH.size:end]))
-        start = end
-    del buffer[:start]
-    return frames
 
 
 def _decode(frame: bytes) -> Optional[dict]:
@@ -144,11 +128,11 @@ class _Request(NamedTuple):
 class _Client:
     """Un client simulé : son compte, son socket et sa requête en cours."""
 
-    def __init__(self, index: int, username: str, seed: str) -> None:
+    def __init__(self, index: int, username: str) -> None:
         self.index = index
         self.username = username
         self.address = f"{username}@{gloutils.SERVER_DOMAIN}"
-        self.rng = random.Random(seed)
+        self.rng = random.Random(username)
         # Borne inférieure du nombre de courriels de sa boîte (jamais vidée).
         self.known = 0
         self.sock: Optional[socket.socket] = None
@@ -180,7 +164,6 @@ class LoadPlan:
     prefill: int
     strict: bool
     prefix: str = dataclasses.field(default_factory=lambda: f"b{os.urandom(3).hex()}-")
-    reply_timeout: float = REPLY_TIMEOUT
 
     def username(self, index: int) -> str:
         """Nom du compte du client n° `index`."""
@@ -377,12 +360,11 @@ class _Driver:
     """
 
     def __init__(self, host: str, port: int, clients: list, tally: _Tally,
-                 strict: bool, reply_timeout: float = REPLY_TIMEOUT) -> None:
+                 strict: bool) -> None:
         self._address = (host, port)
         self._clients = clients
         self._tally = tally
         self._strict = strict
-        self._reply_timeout = reply_timeout
         self._selector = selectors.DefaultSelector()
         self._active: set = set()
 
@@ -399,7 +381,7 @@ class _Driver:
                 connecting.add(client)
             else:
                 self._fail(client, f"connexion impossible : {os.strerror(code)}")
-        deadline = time.monotonic() + self._reply_timeout
+        deadline = time.monotonic() + REPLY_TIMEOUT
         while connecting and time.monotonic() < deadline:
             for key, _ in self._selector.select(timeout=1.0):
                 connecting.discard(key.data)
@@ -481,7 +463,7 @@ class _Driver:
             self._on_close(client)
             return
         client.inbuf += data
-        for frame in _split_frames(client.inbuf):
+        for frame in split_frames(client.inbuf):
             self._on_frame(client, frame)
             if client.sock is None:
                 return
@@ -515,11 +497,11 @@ class _Driver:
 
     def _expire(self) -> None:
         """Abandonne les clients qui attendent une réponse depuis trop longtemps."""
-        limit = time.perf_counter() - self._reply_timeout
+        limit = time.perf_counter() - REPLY_TIMEOUT
         for client in list(self._active):
             if client.pending is not None and client.sent_at < limit:
                 self._fail(client, f"aucune réponse ({client.pending.kind}) en "
-                                   f"{self._reply_timeout:.0f} s")
+                                   f"{REPLY_TIMEOUT:.0f} s")
 
     def _fail(self, client: _Client, reason: str) -> None:
         """Abandonne un client : compté en échec, socket fermé."""
@@ -535,14 +517,6 @@ class _Driver:
             self._selector.unregister(client.sock)
         client.sock.close()
         client.sock = None
-
-
-def _raise_fd_limit(needed: int) -> None:
-    """Relève la limite souple de descripteurs si `needed` la dépasse."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def _worker_main(pipe, plan: LoadPlan, indices: list) -> None:
@@ -562,12 +536,10 @@ def _drive_clients(pipe, plan: LoadPlan, indices: list) -> dict:
     boîtes préremplies), charge chronométrée au signal du chef, fin de
     session vérifiée.
     """
-    _raise_fd_limit(len(indices) + 64)
+    raise_fd_limit(len(indices) + 64)
     tally = _Tally()
-    clients = [_Client(index, plan.username(index), f"{plan.prefix}{index}")
-               for index in indices]
-    driver = _Driver(plan.host, plan.port, clients, tally, plan.strict,
-                     plan.reply_timeout)
+    clients = [_Client(index, plan.username(index)) for index in indices]
+    driver = _Driver(plan.host, plan.port, clients, tally, plan.strict)
     try:
         began = time.monotonic()
         driver.connect()
@@ -724,7 +696,7 @@ def _baseline_server():
 
 def _baseline_main(port: int) -> None:
     """
-    Plancher : une boucle select() qui répond la même trame OK à chaque
+    Plafond : une boucle select() qui répond la même trame OK à chaque
     trame reçue, sans décoder le JSON ni rien vérifier.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -770,7 +742,7 @@ def _baseline_receive(sock: socket.socket, inboxes: dict, outboxes: dict) -> Non
         _baseline_forget(sock, inboxes, outboxes)
         return
     inboxes[sock] += data
-    outboxes[sock] += _OK_FRAME * len(_split_frames(inboxes[sock]))
+    outboxes[sock] += _OK_FRAME * len(split_frames(inboxes[sock]))
     _baseline_send(sock, inboxes, outboxes)
 
 
@@ -842,7 +814,7 @@ def _fill_inbox(port: int, destination: str, emails: int, senders: int) -> dict:
     cours chacune, le protocole n'autorise pas mieux).
     """
     tally = _Tally()
-    clients = [_Client(index, f"expediteur{index}", str(index)) for index in range(senders)]
+    clients = [_Client(index, f"expediteur{index}") for index in range(senders)]
     shares = [emails // senders + (index < emails % senders) for index in range(senders)]
     driver = _Driver(LOOPBACK, port, clients, tally, strict=True)
     try:

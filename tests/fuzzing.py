@@ -31,7 +31,7 @@ glossocket = support.glossocket
 H = gloutils.Headers
 
 DEFAULT_MAX_MESSAGE = 10 * 1024 * 1024
-INTERNAL_ERROR = "Erreur interne du serveur."
+INTERNAL_ERROR = support.INTERNAL_ERROR
 SERVER_FULL_WORD = "plein"
 _LENGTH = struct.Struct("!I")
 DOMAIN = gloutils.SERVER_DOMAIN
@@ -474,22 +474,16 @@ class FuzzDriver:
             self._close(slot, by_server=True)
             return
         slot.inbox += data
-        start = 0
-        while len(slot.inbox) - start >= _LENGTH.size:
-            (length,) = _LENGTH.unpack_from(slot.inbox, start)
-            end = start + _LENGTH.size + length
-            if len(slot.inbox) < end:
-                break
-            self._check_reply(bytes(slot.inbox[start + _LENGTH.size:end]))
-            start = end
-        del slot.inbox[:start]
+        for body in support.split_frames(slot.inbox):
+            self._check_reply(body)
 
     def _check_reply(self, body: bytes) -> None:
         problem = reply_problem(body)
         if problem is None:
-            ok = json.loads(body)["header"] == H.OK
+            message = json.loads(body)
+            ok = message["header"] == H.OK
             self.counts["reponses_ok" if ok else "reponses_error"] += 1
-            if not ok and SERVER_FULL_WORD in json.loads(body)["payload"]["error_message"]:
+            if not ok and SERVER_FULL_WORD in message["payload"]["error_message"]:
                 self.counts["serveur_plein"] += 1
         elif len(self.problems) < 50:
             self.problems.append(problem)

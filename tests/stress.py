@@ -23,7 +23,6 @@ import collections
 import contextlib
 import json
 import random
-import resource
 import socket
 import statistics
 import struct
@@ -41,22 +40,13 @@ from tests import fuzzing, support  # noqa: E402
 H = support.gloutils.Headers
 LOOPBACK = support.LOOPBACK
 _LENGTH = struct.Struct("!I")
-SERVER_FULL = "Le serveur est plein, réessayez plus tard."
-NOT_LOGGED_IN = "Vous devez être connecté pour faire cette requête."
+SERVER_FULL = support.SERVER_FULL
+NOT_LOGGED_IN = support.NOT_LOGGED_IN
 
 
 # ---------------------------------------------------------------------------
 # Outils
 # ---------------------------------------------------------------------------
-
-def raise_fd_limit(wanted: int) -> int:
-    """Relève la limite souple de descripteurs de ce processus ; renvoie la nouvelle."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    return soft
-
 
 def wait_until(predicate: typing.Callable[[], bool], timeout: float,
                interval: float = 0.02) -> bool:
@@ -98,12 +88,11 @@ def open_stalled(port: int, count: int) -> list:
     après 2 octets de la longueur, l'autre après la longueur et la moitié du
     texte. Renvoie des paires (socket, octets restants de la trame).
     """
-    body = json.dumps({"header": int(H.AUTH_LOGIN), "payload": {
-        "username": "personne", "password": support.STRONG_PASSWORD}}).encode()
-    whole = _LENGTH.pack(len(body)) + body
+    whole = request_frame(H.AUTH_LOGIN, {"username": "personne",
+                                         "password": support.STRONG_PASSWORD})
     stalled = []
     for index in range(count):
-        cut = 2 if index % 2 == 0 else _LENGTH.size + len(body) // 2
+        cut = 2 if index % 2 == 0 else _LENGTH.size + (len(whole) - _LENGTH.size) // 2
         sock = socket.create_connection((LOOPBACK, port), timeout=10)
         sock.sendall(whole[:cut])
         stalled.append((sock, whole[cut:]))
@@ -140,7 +129,7 @@ def run_flood(port: int, connections: int) -> dict:
     et classe la réponse : servie (la requête reçoit sa réponse normale),
     refusée avec le `ERROR` « serveur plein », ou refusée par une fermeture.
     """
-    raise_fd_limit(connections + 256)
+    support.raise_fd_limit(connections + 256)
     counts = collections.Counter()
     sockets = []
     started = time.monotonic()

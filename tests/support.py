@@ -10,9 +10,11 @@ import email.message
 import email.policy
 import json
 import os
+import resource
 import signal
 import socket
 import socketserver
+import struct
 import subprocess
 import sys
 import tempfile
@@ -50,6 +52,10 @@ HANDOUT_EMAIL_TEXT = (
 )
 # Réponse du serveur, identique pour un nom inconnu et un mauvais mot de passe.
 LOGIN_FAILED = "Nom d'utilisateur ou mot de passe invalide."
+# Autres textes d'erreur du serveur que les outils de mesure reconnaissent.
+NOT_LOGGED_IN = "Vous devez être connecté pour faire cette requête."
+SERVER_FULL = "Le serveur est plein, réessayez plus tard."
+INTERNAL_ERROR = "Erreur interne du serveur."
 # Taille du fichier `pass` : l'empreinte sha3-512 en hexadécimal.
 DIGEST_SIZE = 128
 # Une date de `gloutils.get_current_utc_time()`, p. ex. Tue, 12 Jul 2022 19:21:57 +0000.
@@ -63,6 +69,33 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((LOOPBACK, 0))
         return probe.getsockname()[1]
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Relève la limite souple de descripteurs de ce processus ; renvoie la nouvelle."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return soft
+
+
+_LENGTH = struct.Struct("!I")
+
+
+def split_frames(buffer: bytearray) -> list:
+    """Retire du tampon chaque trame complète du protocole et renvoie leurs corps."""
+    frames = []
+    start = 0
+    while len(buffer) - start >= _LENGTH.size:
+        (length,) = _LENGTH.unpack_from(buffer, start)
+        end = start + _LENGTH.size + length
+        if len(buffer) < end:
+            break
+        frames.append(bytes(buffer[start + _LENGTH.size:end]))
+        start = end
+    del buffer[:start]
+    return frames
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:

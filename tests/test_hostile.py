@@ -89,12 +89,7 @@ def frames_until_closed(client: support.RawClient, wait: float = 5.0):
     data = client.received_until_closed(wait)
     if data is None:
         return None
-    frames = []
-    while len(data) >= _LENGTH.size:
-        (length,) = _LENGTH.unpack_from(data)
-        frames.append(json.loads(data[_LENGTH.size:_LENGTH.size + length]))
-        data = data[_LENGTH.size + length:]
-    return frames
+    return [json.loads(body) for body in support.split_frames(bytearray(data))]
 
 
 class HostileTestCase(unittest.TestCase):
@@ -381,7 +376,7 @@ class LimitTests(HostileTestCase):
         self.assertNoServerException(server)
 
     def test_flood_of_1100_connections(self):
-        if stress.raise_fd_limit(1100 + 512) < 1100 + 512:
+        if support.raise_fd_limit(1100 + 512) < 1100 + 512:
             self.skipTest("Limite de descripteurs de ce processus trop basse.")
         server = self.start_server()
         # Un client déjà servi (la sonde de démarrage ne compte donc plus)
