@@ -641,14 +641,20 @@ class FakeServer(threading.Thread):
                 glossocket.send_msg(connection, reply(H.OK, self.STATS))
 
 
+def start_fake_server(test: unittest.TestCase) -> "FakeServer":
+    """Un `FakeServer` démarré, fermé et attendu à la fin de `test`."""
+    server = FakeServer()
+    test.addCleanup(server.listener.close)
+    server.start()
+    test.addCleanup(server.join, 10)
+    return server
+
+
 class TestLoopback(unittest.TestCase):
     """Le vrai client face à un faux serveur sur 127.0.0.1."""
 
     def setUp(self):
-        self.server = FakeServer()
-        self.addCleanup(self.server.listener.close)
-        self.server.start()
-        self.addCleanup(self.server.join, 10)
+        self.server = start_fake_server(self)
 
     def test_register_stats_quit(self):
         stdout = io.StringIO()
@@ -705,10 +711,7 @@ class TestCommandLine(unittest.TestCase):
         )
 
     def test_end_of_input_says_bye(self):
-        server = FakeServer()
-        self.addCleanup(server.listener.close)
-        server.start()
-        self.addCleanup(server.join, 10)
+        server = start_fake_server(self)
         result = self.run_client(server.port, stdin="x\n")
         server.join(10)
         self.assertEqual(result.returncode, 0)

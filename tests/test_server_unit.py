@@ -225,7 +225,7 @@ class TestCreateAccount(ServerTestCase):
                 self.assertNotIn(soc, self.server._logged_users)
         self.assertEqual(sorted(os.listdir(self.data_dir)),
                          ["Kohryu", gloutils.SERVER_LOST_DIR])
-        self.assertEqual((self.data_dir / "Kohryu" / "pass").read_text(),
+        self.assertEqual((self.data_dir / "Kohryu" / gloutils.PASSWORD_FILENAME).read_text(),
                          hashlib.sha3_512(PASSWORD.encode()).hexdigest())
 
     def test_duplicate_and_weak_password(self):
