@@ -389,7 +389,7 @@ class TestEmailList(ServerTestCase):
 
     def test_network_reply_is_the_encoded_listing(self):
         """
-        La réponse envoyée sur le réseau, assemblée de lignes encodées
+        La réponse envoyée sur le réseau, assemblée d'une liste encodée
         d'avance, est exactement `json.dumps` de celle de `_get_email_list`,
         même quand le texte du client ressemble à la marque du numéro.
         """
@@ -398,14 +398,23 @@ class TestEmailList(ServerTestCase):
                     "{number} #1", ""]
         for number, subject in enumerate(subjects):
             self.deliver(subject, f"Tue, 12 Jul 2022 19:21:{number:02d} +0000")
-        expected = self.server._get_email_list(self.kohryu)
         for _ in range(2):  # La seconde fois, depuis le cache.
-            reply = self.server._handle_email_list(self.kohryu, None)
-            self.assertEqual(reply, json.dumps(expected))
+            reply = self.server._get_email_list(self.kohryu)
+            self.assertIsInstance(reply["payload"]["email_list"], TP4_server._Listing)
+            self.assertEqual(TP4_server._encode(reply), json.dumps(reply))
         self.deliver("après", "Wed, 13 Jul 2022 08:00:00 +0000")
-        reply = self.server._handle_email_list(self.kohryu, None)
-        self.assertEqual(json.loads(reply), self.server._get_email_list(self.kohryu))
-        self.assertEqual(len(json.loads(reply)["payload"]["email_list"]), len(subjects) + 1)
+        reply = self.server._get_email_list(self.kohryu)
+        self.assertEqual(TP4_server._encode(reply), json.dumps(reply))
+        self.assertEqual(len(reply["payload"]["email_list"]), len(subjects) + 1)
+
+    def test_returned_listing_is_a_copy(self):
+        """Modifier la liste reçue ne change pas la suivante."""
+        self.deliver("Sujet", "Tue, 12 Jul 2022 19:21:00 +0000")
+        first = self.server._get_email_list(self.kohryu)["payload"]["email_list"]
+        first.clear()
+        again = self.server._get_email_list(self.kohryu)
+        self.assertEqual(len(again["payload"]["email_list"]), 1)
+        self.assertEqual(TP4_server._encode(again), json.dumps(again))
 
     def test_each_user_sees_only_their_emails(self):
         self.send(support.HANDOUT_EMAIL)
@@ -598,16 +607,24 @@ class TestTemporaryFiles(ServerTestCase):
         self.assertEqual(self.stats(kohryu), {"count": 0, "size": DIGEST_SIZE})
 
     def test_after_restart(self):
+        """
+        Au démarrage, un temporaire complet (lien perdu dans une panne) est
+        publié sous son nom ; un temporaire incomplet est effacé.
+        """
         kohryu = self.register("Kohryu")
         self.send(support.HANDOUT_EMAIL)
         self.assertEqual(self.stats(kohryu), {"count": 1, "size": 319})
         self.server.cleanup()
-        self.plant(self.data_dir / "Kohryu")
+        folder = self.data_dir / "Kohryu"
+        self.plant(folder)
         restarted = self.new_server()
+        self.assertEqual([name for name in os.listdir(folder) if name.startswith(".")], [])
+        self.assertEqual(json.loads((folder / "1.json").read_text()), support.HANDOUT_EMAIL)
         soc, _ = self.login("Kohryu", server=restarted)
-        self.assertEqual(len(self.listing(soc, restarted)), 1)
-        self.assertEqual(self.stats(soc, restarted), {"count": 1, "size": 319})
-        self.assert_error(restarted._get_email(soc, {"choice": 2}))
+        self.assertEqual(len(self.listing(soc, restarted)), 2)
+        self.assertEqual(self.stats(soc, restarted), {"count": 2, "size": 319 + 191})
+        self.assertEqual(restarted._get_email(soc, {"choice": 2}),
+                         {"header": H.OK, "payload": support.HANDOUT_EMAIL})
 
     def test_none_left_after_sending(self):
         self.register("Kohryu")
@@ -720,8 +737,18 @@ class TestConnections(LoopbackTestCase):
         self.server._server_socket.accept.side_effect = OSError(24, "Too many open files")
         self.server._accept_client()
         self.assertFalse(self.server._is_accepting())
-        self.assertGreater(self.server._select_timeout(), 0)
-        self.assertLessEqual(self.server._select_timeout(), TP4_server._ACCEPT_BACKOFF)
+        waits = []
+
+        def recording_select(readers, writers, errors, timeout=None):
+            waits.append((list(readers), timeout))
+            return [], [], []
+
+        with mock.patch.object(TP4_server.select, "select", recording_select):
+            self.server._serve_once()
+        (readers, timeout), = waits
+        self.assertNotIn(self.server._server_socket, readers)
+        self.assertGreater(timeout, 0)
+        self.assertLessEqual(timeout, TP4_server._ACCEPT_BACKOFF)
         self.server._server_socket = listening
         time.sleep(TP4_server._ACCEPT_BACKOFF)
         self.assertTrue(self.server._is_accepting())
