@@ -8,57 +8,183 @@ import argparse
 import contextlib
 import getpass
 import json
+import math
+import re
 import socket
 import sys
 import typing
 from typing import NoReturn, Optional
 
-import glossocket
+# Le module de l'énoncé s'appelle glossocket ; celui distribué par le cours
+# en 2022 s'appelle glosocket : le client fonctionne avec l'un ou l'autre.
+try:
+    import glossocket
+except ImportError:
+    import glosocket as glossocket
 import gloutils
 
+DEFAULT_TIMEOUT = 10.0
+# Au-delà d'un jour, un délai n'a plus de sens pour un humain au clavier, et
+# le système refuse les valeurs démesurées.
+MAX_TIMEOUT = 86_400.0
 
-def _matches(payload: object, payload_type: type) -> bool:
+INVALID_REPLY = "La réponse du serveur est invalide."
+CONNECTION_LOST = "La connexion avec le serveur a été perdue."
+
+
+def _seconds(timeout: float) -> str:
+    """Écrit un délai en secondes à la française : 10, 0,5."""
+    return f"{timeout:g}".replace(".", ",")
+
+
+def _caused_by(error: BaseException, kind: type) -> bool:
     """
-    Indique si `payload` est un dictionnaire qui a toutes les clés du
-    `TypedDict` `payload_type`, chacune avec une valeur du bon type.
+    Indique si `error`, ou une exception qui l'a provoquée, est de type
+    `kind` : le module de communication enveloppe l'erreur d'origine dans
+    une `GLOSocketError`, et c'est elle qui dit ce qui s'est passé.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kind):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _as_int(value: object) -> Optional[int]:
+    """
+    Renvoie `value` comme entier, ou `None` si ce n'en est pas un.
+
+    Un entier écrit en chiffres décimaux ASCII est accepté : un serveur de
+    2022 envoie par exemple `"size": "318"`. Un booléen JSON n'est pas un
+    nombre, même si Python le traite comme tel.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdecimal():
+        # int() refuse les chaînes de plusieurs milliers de chiffres.
+        with contextlib.suppress(ValueError):
+            return int(value)
+    return None
+
+
+def _conform_value(value: object, hint: object) -> object:
+    """
+    Renvoie `value` ramenée au type `hint` (entier, liste typée ou autre
+    classe), ou `None` si elle n'y correspond pas. Aucun champ du protocole
+    n'admet `null`, donc `None` ne peut pas être une valeur valide.
+    """
+    if hint is int:
+        return _as_int(value)
+    if typing.get_origin(hint) is list:
+        if not isinstance(value, list):
+            return None
+        (item_hint,) = typing.get_args(hint)
+        items = [_conform_value(item, item_hint) for item in value]
+        return None if None in items else items
+    return value if isinstance(value, hint) else None
+
+
+def _conform(payload: object, payload_type: type) -> Optional[dict]:
+    """
+    Renvoie une copie de `payload` dont chaque clé du `TypedDict`
+    `payload_type` a une valeur du bon type, ou `None` si une clé manque ou
+    ne peut pas être ramenée à son type.
 
     Sert à rejeter une réponse du serveur mal formée avant de s'en servir.
     """
     if not isinstance(payload, dict):
-        return False
-    return all(
-        key in payload and isinstance(payload[key], typing.get_origin(hint) or hint)
+        return None
+    conformed = {
+        key: _conform_value(payload.get(key), hint)
         for key, hint in typing.get_type_hints(payload_type).items()
-    )
+    }
+    return None if None in conformed.values() else conformed
+
+
+def _address_problem(address: str) -> Optional[str]:
+    """
+    Renvoie ce qui ne va pas dans la syntaxe de l'adresse `address`, ou
+    `None` si elle a la forme nom@domaine. Seule la forme est vérifiée ici :
+    le serveur reste juge de l'existence du destinataire.
+    """
+    if not address:
+        return "l'adresse est vide."
+    if any(character.isspace() for character in address):
+        return "l'adresse ne doit pas contenir d'espace."
+    if "@" not in address:
+        return "il manque le « @ »."
+    if address.count("@") > 1:
+        return "l'adresse ne doit contenir qu'un seul « @ »."
+    name, _, domain = address.partition("@")
+    if not name:
+        return "il manque le nom avant le « @ »."
+    if not domain:
+        return "il manque le domaine après le « @ »."
+    return None
 
 
 class Client:
     """Client du serveur de courriels."""
 
-    def __init__(self, destination: str, port: int = gloutils.APP_PORT) -> None:
+    def __init__(
+        self,
+        destination: str,
+        port: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> None:
         """
         Prépare et connecte le socket du client au serveur `destination`.
+
+        Le port par défaut est lu dans `gloutils` à chaque appel, et non à
+        l'importation, pour suivre une valeur remplacée entre-temps. Le délai
+        `timeout` (en secondes) vaut pour la connexion et pour chaque
+        échange avec le serveur, jamais pour l'attente d'une saisie.
 
         Si le serveur est injoignable, affiche la raison et quitte avec le
         code 1 : sans connexion, le client ne peut rien faire.
         """
+        port = gloutils.APP_PORT if port is None else port
+        self._timeout = DEFAULT_TIMEOUT if timeout is None else timeout
         self._username = ""
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.settimeout(self._timeout)
         try:
             self._socket.connect((destination, port))
         except (OSError, OverflowError) as ex:
             self._socket.close()
-            reason = getattr(ex, "strerror", None) or ex
             print(
-                f"Impossible de joindre le serveur {destination}:{port} : {reason}",
+                f"Impossible de joindre le serveur {destination}:{port} : "
+                f"{self._connect_failure(ex)}",
                 file=sys.stderr,
             )
             sys.exit(1)
 
-    def _connection_lost(self) -> NoReturn:
-        """Signale la perte du serveur et quitte avec le code 1."""
+    def _connect_failure(self, error: Exception) -> str:
+        """Dit pourquoi la connexion a échoué ; un délai dépassé, en français."""
+        if isinstance(error, TimeoutError):
+            return f"aucune réponse en {_seconds(self._timeout)} s."
+        return getattr(error, "strerror", None) or str(error)
+
+    def _connection_failed(self, error: BaseException) -> NoReturn:
+        """
+        Signale la fin de la communication avec le serveur et quitte avec le
+        code 1 : un serveur muet au-delà du délai et un serveur perdu
+        laissent tous deux le client sans rien à faire.
+        """
         self._socket.close()
-        print("La connexion avec le serveur a été perdue.", file=sys.stderr)
+        if _caused_by(error, TimeoutError):
+            message = (
+                "Le serveur ne répond plus "
+                f"(délai de {_seconds(self._timeout)} s dépassé)."
+            )
+        else:
+            message = CONNECTION_LOST
+        print(message, file=sys.stderr)
         sys.exit(1)
 
     def _send(self, header: gloutils.Headers, payload: Optional[dict] = None) -> None:
@@ -68,18 +194,30 @@ class Client:
             message["payload"] = payload
         try:
             glossocket.send_msg(self._socket, json.dumps(message))
-        except glossocket.GLOSocketError:
-            self._connection_lost()
+        # OSError : une version du module qui n'enveloppe pas les erreurs du
+        # socket (dont le délai dépassé) ne doit pas afficher de trace.
+        except (glossocket.GLOSocketError, OSError) as ex:
+            self._connection_failed(ex)
 
-    def _receive(self) -> dict:
-        """Reçoit et décode la réponse du serveur, qui doit être un objet JSON."""
+    def _receive(self) -> object:
+        """
+        Reçoit et décode la réponse du serveur. Renvoie `None` si le message
+        est arrivé entier mais n'est pas du JSON en UTF-8 : la connexion
+        reste utilisable, seule cette réponse est à jeter.
+        """
         try:
-            reply = json.loads(glossocket.recv_msg(self._socket))
-        except (glossocket.GLOSocketError, ValueError):
-            self._connection_lost()
-        if not isinstance(reply, dict):
-            self._connection_lost()
-        return reply
+            text = glossocket.recv_msg(self._socket)
+        except (glossocket.GLOSocketError, OSError, UnicodeDecodeError) as ex:
+            # Le texte est décodé une fois la trame lue en entier : un
+            # mauvais UTF-8 ne désynchronise pas la connexion.
+            if _caused_by(ex, UnicodeDecodeError):
+                return None
+            self._connection_failed(ex)
+        try:
+            return json.loads(text)
+        # RecursionError : un JSON imbriqué trop profondément.
+        except (ValueError, RecursionError):
+            return None
 
     def _request(
         self,
@@ -91,30 +229,52 @@ class Client:
         Envoie une requête et renvoie la charge utile de la réponse `OK`
         (un dictionnaire vide si `reply_type` est `None`).
 
-        Une réponse `ERROR` affiche son message et renvoie `None` ; toute
-        autre réponse est incompréhensible et traitée comme une perte de
-        connexion.
+        Une réponse `ERROR` affiche son message et renvoie `None`. Toute
+        autre réponse est signalée comme invalide et renvoie aussi `None` :
+        le client reste connecté et revient au menu.
         """
         self._send(header, payload)
         reply = self._receive()
-        if reply.get("header") == gloutils.Headers.ERROR and _matches(
-            reply.get("payload"), gloutils.ErrorPayload
-        ):
-            print(reply["payload"]["error_message"])
-            return None
-        if reply.get("header") == gloutils.Headers.OK:
-            if reply_type is None:
-                return {}
-            if _matches(reply.get("payload"), reply_type):
-                return reply["payload"]
-        self._connection_lost()
+        if isinstance(reply, dict):
+            reply_header = _as_int(reply.get("header"))
+            if reply_header == gloutils.Headers.ERROR:
+                error = _conform(reply.get("payload"), gloutils.ErrorPayload)
+                if error is not None:
+                    print(error["error_message"])
+                    return None
+            elif reply_header == gloutils.Headers.OK:
+                if reply_type is None:
+                    return {}
+                content = _conform(reply.get("payload"), reply_type)
+                if content is not None:
+                    return content
+        print(INVALID_REPLY)
+        return None
 
-    def _ask_choice(self, count: int) -> int:
-        """Redemande un choix tant qu'il n'est pas un entier de 1 à `count`."""
+    def _ask_choice(self, count: int, can_go_back: bool = False) -> int:
+        """
+        Redemande un choix tant qu'il n'est pas un entier de 1 à `count`, en
+        disant pourquoi la réponse est refusée.
+
+        Avec `can_go_back`, une réponse vide ou 0 renvoie 0 : l'utilisateur
+        revient en arrière sans rien choisir.
+        """
         while True:
             answer = input(f"Entrez votre choix [1-{count}]: ").strip()
-            if answer.isdecimal() and 1 <= int(answer) <= count:
-                return int(answer)
+            number = _as_int(answer)
+            if can_go_back and (not answer or number == 0):
+                return 0
+            if number is not None and 1 <= number <= count:
+                return number
+            print(self._invalid_choice(count, can_go_back))
+
+    @staticmethod
+    def _invalid_choice(count: int, can_go_back: bool) -> str:
+        """Explique quelles réponses le menu accepte."""
+        message = f"Choix invalide : entrez un nombre de 1 à {count}"
+        if can_go_back:
+            return message + ", ou 0 pour revenir au menu principal."
+        return message + "."
 
     def _authenticate(
         self, header: gloutils.Headers, username: str, password: str
@@ -129,8 +289,11 @@ class Client:
         Demande un nom d'utilisateur et un mot de passe, puis demande au
         serveur de créer le compte. En cas de succès, l'utilisateur est
         connecté ; sinon, le message d'erreur du serveur est affiché.
+
+        Les espaces autour du nom sont retirés ; le mot de passe est
+        transmis tel quel, car chacun de ses caractères compte.
         """
-        username = input("Entrez un nom d'utilisateur: ")
+        username = input("Entrez un nom d'utilisateur: ").strip()
         password = getpass.getpass("Entrez un mot de passe: ")
         self._authenticate(gloutils.Headers.AUTH_REGISTER, username, password)
 
@@ -139,8 +302,11 @@ class Client:
         Demande un nom d'utilisateur et un mot de passe, puis demande au
         serveur de connecter l'utilisateur. En cas d'échec, le message
         d'erreur du serveur est affiché.
+
+        Comme à la création, le nom est débarrassé des espaces qui
+        l'entourent et le mot de passe est transmis tel quel.
         """
-        username = input("Entrez votre nom d'utilisateur: ")
+        username = input("Entrez votre nom d'utilisateur: ").strip()
         password = getpass.getpass("Entrez votre mot de passe: ")
         self._authenticate(gloutils.Headers.AUTH_LOGIN, username, password)
 
@@ -150,7 +316,7 @@ class Client:
 
         Une erreur d'envoi est ignorée : le client s'en va de toute façon.
         """
-        with contextlib.suppress(glossocket.GLOSocketError):
+        with contextlib.suppress(glossocket.GLOSocketError, OSError):
             glossocket.send_msg(
                 self._socket,
                 json.dumps(gloutils.GloMessage(header=gloutils.Headers.BYE)),
@@ -160,7 +326,8 @@ class Client:
     def _read_email(self) -> None:
         """
         Affiche la liste des courriels reçus, demande lequel lire et
-        l'affiche. Une boîte vide ramène directement au menu principal.
+        l'affiche. Une boîte vide, une réponse vide ou 0 ramènent au menu
+        principal.
         """
         listing = self._request(
             gloutils.Headers.INBOX_READING_REQUEST,
@@ -174,7 +341,9 @@ class Client:
             return
         for line in emails:
             print(line)
-        self._display_email(self._ask_choice(len(emails)))
+        choice = self._ask_choice(len(emails), can_go_back=True)
+        if choice:
+            self._display_email(choice)
 
     def _display_email(self, choice: int) -> None:
         """Demande au serveur le courriel numéro `choice` et l'affiche."""
@@ -205,25 +374,51 @@ class Client:
             content=email["content"],
         )
 
+    def _ask_address(self) -> str:
+        """
+        Redemande l'adresse du destinataire tant que sa syntaxe est fausse,
+        en disant pourquoi, pour ne pas faire taper le sujet et le contenu
+        d'un courriel que le serveur refuserait.
+        """
+        while True:
+            address = input("Entrez l'adresse du destinataire: ").strip()
+            problem = _address_problem(address)
+            if problem is None:
+                return address
+            print(f"Adresse invalide : {problem}")
+
     def _read_content(self) -> str:
-        """Lit le corps d'un courriel, ligne par ligne, jusqu'à un '.' seul."""
+        """
+        Lit le corps d'un courriel, ligne par ligne, jusqu'à un '.' seul ou
+        jusqu'à la fin de l'entrée (Ctrl-D), qui termine aussi la saisie.
+        """
         print(
             "Entrez le contenu du courriel, "
             "terminez la saisie avec un '.' seul sur une ligne:"
         )
         lines = []
-        while (line := input()) != ".":
-            lines.append(line)
+        with contextlib.suppress(EOFError):
+            while (line := input()) != ".":
+                lines.append(line)
         return "\n".join(lines)
 
     def _send_email(self) -> None:
         """
         Demande le destinataire, le sujet et le contenu d'un courriel, puis
         le transmet au serveur, daté de l'heure UTC courante.
+
+        Un Ctrl-C pendant la rédaction abandonne le courriel et ramène au
+        menu principal, sans quitter le client.
         """
-        destination = input("Entrez l'adresse du destinataire: ")
-        subject = input("Entrez le sujet: ")
-        content = self._read_content()
+        try:
+            destination = self._ask_address()
+            subject = input("Entrez le sujet: ").strip()
+            content = self._read_content()
+        except KeyboardInterrupt:
+            # Passer à la ligne : le terminal a laissé le curseur après ^C.
+            print()
+            print("Envoi annulé.")
+            return
         email = gloutils.EmailContentPayload(
             sender=f"{self._username}@{gloutils.SERVER_DOMAIN}",
             destination=destination,
@@ -298,28 +493,119 @@ class Client:
             self._abort()
 
 
-def _main() -> None:
-    """Lit les arguments de la ligne de commande et lance le client."""
-    parser = argparse.ArgumentParser(
-        description="Client du service de courriels @glo2000.ca."
+# Messages d'erreur d'argparse, produits en anglais, et leur traduction. Les
+# plus précis d'abord : le dernier reprend tout message propre à un argument.
+_ARGPARSE_ERRORS = (
+    (r"the following arguments are required: (.*)",
+     "arguments obligatoires manquants : {0}."),
+    (r"unrecognized arguments: (.*)", "arguments non reconnus : {0}."),
+    (r"argument (\S+): expected one argument", "l'argument {0} attend une valeur."),
+    (r"argument (\S+): ignored explicit argument (.*)",
+     "l'argument {0} ne prend pas de valeur (reçu : {1})."),
+    (r"argument (\S+): (.*)", "argument {0} : {1}"),
+)
+
+
+class _FrenchHelpFormatter(argparse.HelpFormatter):
+    """Mise en forme de l'aide avec les titres à la française."""
+
+    def add_usage(self, usage, actions, groups, prefix=None) -> None:
+        """Annonce la ligne d'utilisation en français."""
+        if prefix is None:
+            prefix = "utilisation : "
+        super().add_usage(usage, actions, groups, prefix)
+
+    def start_section(self, heading) -> None:
+        """Ajoute l'espace qui précède le deux-points en français."""
+        super().start_section(f"{heading} " if heading else heading)
+
+
+class _FrenchArgumentParser(argparse.ArgumentParser):
+    """Analyseur d'arguments qui signale les erreurs en français."""
+
+    def error(self, message: str) -> NoReturn:
+        """
+        Affiche l'erreur traduite en une seule ligne et quitte avec le code
+        2, comme argparse.
+        """
+        for pattern, french in _ARGPARSE_ERRORS:
+            match = re.fullmatch(pattern, message, re.DOTALL)
+            if match:
+                message = french.format(*match.groups())
+                break
+        self.exit(2, f"{self.prog} : erreur : {message}\n")
+
+
+def _port(text: str) -> int:
+    """Lit un numéro de port TCP, de 1 à 65535."""
+    with contextlib.suppress(ValueError):
+        port = int(text)
+        if 1 <= port <= 65535:
+            return port
+    raise argparse.ArgumentTypeError(
+        f"le port doit être un entier de 1 à 65535 (reçu : « {text} »)."
     )
-    parser.add_argument(
+
+
+def _timeout(text: str) -> float:
+    """Lit un délai en secondes, strictement positif ; la virgule est admise."""
+    with contextlib.suppress(ValueError):
+        seconds = float(text.replace(",", "."))
+        # math.isfinite écarte nan, que les comparaisons laissent passer.
+        if math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT:
+            return seconds
+    raise argparse.ArgumentTypeError(
+        "le délai doit être un nombre de secondes supérieur à 0 et d'au plus "
+        f"{MAX_TIMEOUT:.0f} (reçu : « {text} »)."
+    )
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    """
+    Construit l'analyseur de la ligne de commande, entièrement en français.
+    Les défauts sont lus dans `gloutils` à cet appel, pas à l'importation.
+    """
+    parser = _FrenchArgumentParser(
+        description="Client du service de courriels @glo2000.ca.",
+        formatter_class=_FrenchHelpFormatter,
+        add_help=False,
+    )
+    required = parser.add_argument_group("argument obligatoire")
+    options = parser.add_argument_group("options")
+    options.add_argument(
+        "-h", "--help", action="help", help="afficher ce message d'aide et quitter"
+    )
+    required.add_argument(
         "-d",
         "--destination",
         action="store",
         dest="dest",
         required=True,
+        metavar="ADRESSE",
         help="Adresse IP/URL du serveur.",
     )
-    parser.add_argument(
+    options.add_argument(
         "-p",
         "--port",
-        type=int,
+        type=_port,
         default=gloutils.APP_PORT,
-        help="Port du serveur (par défaut : %(default)s).",
+        help="Port du serveur, de 1 à 65535 (par défaut : %(default)s).",
     )
-    args = parser.parse_args()
-    Client(args.dest, args.port).run()
+    options.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDES",
+        help="Délai d'attente de la connexion et de chaque réponse du serveur "
+        "(par défaut : %(default)g).",
+    )
+    return parser
+
+
+def _main() -> None:
+    """Lit les arguments de la ligne de commande et lance le client."""
+    args = _build_parser().parse_args()
+    Client(args.dest, args.port, timeout=args.timeout).run()
 
 
 if __name__ == "__main__":

@@ -31,6 +31,20 @@ EMAIL = support.HANDOUT_EMAIL
 EMAIL_TEXT = support.HANDOUT_EMAIL_TEXT + "\n"
 
 LOST = "La connexion avec le serveur a été perdue.\n"
+INVALID = "La réponse du serveur est invalide.\n"
+
+
+def invalid_choice(count):
+    """Ligne affichée pour un choix refusé dans un menu de `count` choix."""
+    return f"Choix invalide : entrez un nombre de 1 à {count}.\n"
+
+
+def invalid_inbox_choice(count):
+    """Ligne affichée pour un choix refusé après la liste des courriels."""
+    return (
+        f"Choix invalide : entrez un nombre de 1 à {count}, "
+        "ou 0 pour revenir au menu principal.\n"
+    )
 
 
 def reply(header, payload=None):
@@ -159,7 +173,7 @@ class TestAskChoice(ClientTestCase):
         self.set_inputs("", "abc", "0", "4", "-1", "2.0", " 2 ")
         self.assertEqual(self.call(self.client._ask_choice, 3), 2)
         self.assertEqual(self.prompts(), ["Entrez votre choix [1-3]: "] * 7)
-        self.assertEqual(self.stdout.getvalue(), "")
+        self.assertEqual(self.stdout.getvalue(), invalid_choice(3) * 6)
 
     def test_upper_bound_is_valid(self):
         self.set_inputs("4")
@@ -281,7 +295,7 @@ class TestReadEmail(ClientTestCase):
         self.input.assert_not_called()
 
     def test_lists_then_displays_choice(self):
-        self.set_inputs("", "3", "2")
+        self.set_inputs("abc", "3", "2")
         self.set_replies(
             reply(H.OK, {"email_list": self.LIST}), reply(H.OK, EMAIL)
         )
@@ -291,7 +305,8 @@ class TestReadEmail(ClientTestCase):
         )
         self.assertEqual(self.prompts(), ["Entrez votre choix [1-2]: "] * 3)
         self.assertEqual(
-            self.stdout.getvalue(), "\n".join(self.LIST) + "\n" + EMAIL_TEXT
+            self.stdout.getvalue(),
+            "\n".join(self.LIST) + "\n" + invalid_inbox_choice(2) * 2 + EMAIL_TEXT,
         )
 
     def test_choice_error(self):
@@ -393,7 +408,7 @@ class TestCheckStats(ClientTestCase):
 
 
 class TestServerLost(ClientTestCase):
-    """Un serveur disparu ou incompréhensible termine le client (code 1)."""
+    """Un serveur disparu termine le client (code 1)."""
 
     def assert_lost(self, method):
         self.assertEqual(self.call_exit(method), 1)
@@ -414,29 +429,43 @@ class TestServerLost(ClientTestCase):
         self.set_replies(glossocket.GLOSocketError("parti"))
         self.assert_lost(self.client._check_stats)
 
+
+
+class TestInvalidReply(ClientTestCase):
+    """
+    Une réponse bien encadrée mais mal formée est signalée ; le client reste
+    connecté et revient au menu.
+    """
+
+    def assert_invalid(self, method):
+        self.assertIsNone(self.call(method))
+        self.assertEqual(self.stdout.getvalue(), INVALID)
+        self.assertEqual(self.stderr.getvalue(), "")
+        self.client._socket.close.assert_not_called()
+
     def test_reply_is_not_json(self):
         self.set_replies("pas du JSON")
-        self.assert_lost(self.client._check_stats)
+        self.assert_invalid(self.client._check_stats)
 
     def test_reply_is_not_an_object(self):
         self.set_replies("[1, 2]")
-        self.assert_lost(self.client._check_stats)
+        self.assert_invalid(self.client._check_stats)
 
     def test_unknown_header(self):
         self.set_replies(reply(99))
-        self.assert_lost(self.client._check_stats)
+        self.assert_invalid(self.client._check_stats)
 
     def test_missing_payload_key(self):
         self.set_replies(reply(H.OK, {"count": 1}))
-        self.assert_lost(self.client._check_stats)
+        self.assert_invalid(self.client._check_stats)
 
     def test_wrong_payload_type(self):
         self.set_replies(reply(H.OK, {"email_list": 3}))
-        self.assert_lost(self.client._read_email)
+        self.assert_invalid(self.client._read_email)
 
     def test_error_without_message(self):
         self.set_replies(reply(H.ERROR))
-        self.assert_lost(self.client._check_stats)
+        self.assert_invalid(self.client._check_stats)
 
 
 class TestRun(ClientTestCase):
@@ -451,7 +480,7 @@ class TestRun(ClientTestCase):
         self.assertEqual(self.sent(), [{"header": 3}])
         self.client._socket.close.assert_called_once_with()
         self.assertEqual(self.prompts(), ["Entrez votre choix [1-3]: "] * 2)
-        self.assertEqual(self.stdout.getvalue(), self.AUTH)
+        self.assertEqual(self.stdout.getvalue(), self.AUTH + invalid_choice(3))
 
     def test_full_session(self):
         self.set_inputs("1", "Qing.Long", "9", "3", "4", "2", "Qing.Long", "4", "3")
@@ -481,6 +510,7 @@ class TestRun(ClientTestCase):
             self.stdout.getvalue(),
             self.AUTH
             + self.USE
+            + invalid_choice(4)
             + "Nombre de messages : 0\nTaille du dossier : 128 octets\n"
             + self.USE
             + self.AUTH
@@ -537,10 +567,14 @@ class TestRun(ClientTestCase):
         self.assertEqual(self.sent(), [{"header": 3}])
 
     def test_eof_in_email_content(self):
+        # Ctrl-D termine le corps et le courriel part ; une entrée qui reste
+        # fermée (un tube) fait ensuite quitter au menu principal.
         self.client._username = "Qing.Long"
-        self.set_inputs("2", "kohryu@glo2000.ca", "Sujet", "ligne", EOFError)
+        self.set_inputs("2", "kohryu@glo2000.ca", "Sujet", "ligne", EOFError, EOFError)
+        self.set_replies(reply(H.OK))
         self.assert_clean_exit()
-        self.assertEqual(self.sent(), [{"header": 3}])
+        self.assertEqual([message["header"] for message in self.sent()], [9, 3])
+        self.assertEqual(self.sent()[0]["payload"]["content"], "ligne")
 
     def test_ctrl_c_with_server_gone(self):
         self.set_inputs(KeyboardInterrupt)
@@ -568,16 +602,18 @@ class TestMain(unittest.TestCase):
 
     def test_destination_short(self):
         client_class = self.run_main("-d", "127.0.0.1")
-        client_class.assert_called_once_with("127.0.0.1", gloutils.APP_PORT)
+        client_class.assert_called_once_with(
+            "127.0.0.1", gloutils.APP_PORT, timeout=10.0
+        )
         client_class.return_value.run.assert_called_once_with()
 
     def test_destination_long_and_port(self):
         client_class = self.run_main("--destination", "serveur", "-p", "6000")
-        client_class.assert_called_once_with("serveur", 6000)
+        client_class.assert_called_once_with("serveur", 6000, timeout=10.0)
 
     def test_port_long(self):
         client_class = self.run_main("-d", "serveur", "--port", "6001")
-        client_class.assert_called_once_with("serveur", 6001)
+        client_class.assert_called_once_with("serveur", 6001, timeout=10.0)
 
     def assert_usage_error(self, *args):
         with contextlib.redirect_stderr(io.StringIO()), self.assertRaises(
@@ -601,15 +637,20 @@ class TestMain(unittest.TestCase):
 
 class FakeServer(threading.Thread):
     """
-    Faux serveur d'une seule session : répond OK aux créations de compte,
-    des statistiques fixes aux demandes de statistiques, rien à
-    AUTH_LOGOUT, et s'arrête au BYE. Garde les messages reçus.
+    Faux serveur d'une seule session : répond à chaque en-tête de `answers`
+    par le texte associé, ne répond pas aux autres et s'arrête au BYE. Par
+    défaut, il répond OK aux créations de compte et des statistiques fixes
+    aux demandes de statistiques. Garde les messages reçus.
     """
 
     STATS = {"count": 2, "size": 447}
 
-    def __init__(self):
+    def __init__(self, answers=None):
         super().__init__(daemon=True)
+        self.answers = answers or {
+            H.AUTH_REGISTER: reply(H.OK),
+            H.STATS_REQUEST: reply(H.OK, self.STATS),
+        }
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(1)
@@ -635,15 +676,13 @@ class FakeServer(threading.Thread):
             self.received.append(message)
             if message["header"] == H.BYE:
                 return
-            if message["header"] == H.AUTH_REGISTER:
-                glossocket.send_msg(connection, reply(H.OK))
-            elif message["header"] == H.STATS_REQUEST:
-                glossocket.send_msg(connection, reply(H.OK, self.STATS))
+            if message["header"] in self.answers:
+                glossocket.send_msg(connection, self.answers[message["header"]])
 
 
-def start_fake_server(test: unittest.TestCase) -> "FakeServer":
+def start_fake_server(test: unittest.TestCase, answers=None) -> "FakeServer":
     """Un `FakeServer` démarré, fermé et attendu à la fin de `test`."""
-    server = FakeServer()
+    server = FakeServer(answers)
     test.addCleanup(server.listener.close)
     server.start()
     test.addCleanup(server.join, 10)
@@ -718,8 +757,8 @@ class TestCommandLine(unittest.TestCase):
         self.assertEqual(result.stderr, "")
         self.assertEqual(
             result.stdout,
-            gloutils.CLIENT_AUTH_CHOICE + "\n" + "Entrez votre choix [1-3]: " * 2
-            + "\n",
+            gloutils.CLIENT_AUTH_CHOICE + "\n" + "Entrez votre choix [1-3]: "
+            + invalid_choice(3) + "Entrez votre choix [1-3]: " + "\n",
         )
         self.assertEqual(server.received, [{"header": 3}])
 
