@@ -826,8 +826,8 @@ class Server:
         destination = _shorten(payload["destination"])
         try:
             message = self._build_message(payload)
-            with _TrackedSMTP(self._relays, self._smtp_host, self._smtp_port,
-                              timeout=self._smtp_timeout) as smtp:
+            with self._smtp_class()(self._smtp_host, self._smtp_port,
+                                    timeout=self._smtp_timeout) as smtp:
                 smtp.send_message(message)
         except (OSError, ValueError) as ex:  # smtplib.SMTPException est une OSError.
             if self._stopping:
@@ -878,6 +878,17 @@ class Server:
             message["Date"] = email.utils.formatdate()
         message.set_content(payload["content"])
         return message
+
+    def _smtp_class(self) -> typing.Callable[..., smtplib.SMTP]:
+        """
+        `smtplib.SMTP`, lu à l'appel : un correcteur peut l'avoir remplacé, et
+        on s'en sert alors tel quel. L'ordinaire est remplacé par `_TrackedSMTP`,
+        qui inscrit sa connexion dès son ouverture, avant même la salutation
+        du relais : l'arrêt du serveur peut ainsi la couper.
+        """
+        if smtplib.SMTP is _STANDARD_SMTP:
+            return functools.partial(_TrackedSMTP, self._relays)
+        return smtplib.SMTP
 
     def _abandon_relays(self) -> None:
         """À l'arrêt : coupe les relais en cours plutôt que d'attendre leur délai."""
@@ -1564,26 +1575,19 @@ _ROUTES = {
 }
 
 
+_STANDARD_SMTP = smtplib.SMTP
+
+
 class _TrackedSMTP(smtplib.SMTP):
-    """
-    Connexion SMTP inscrite dans `relays` tant qu'elle vit : à l'arrêt, le
-    serveur la coupe au lieu d'attendre la fin de son délai.
-    """
+    """Connexion SMTP inscrite dans `relays` de son ouverture à sa fermeture."""
 
     def __init__(self, relays: set, *args, **kwargs) -> None:
         self._relays = relays
         super().__init__(*args, **kwargs)
 
     def _get_socket(self, host, port, timeout):
-        relay_socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        relay_socket = super()._get_socket(host, port, timeout)
         self._relays.add(relay_socket)
-        try:
-            relay_socket.settimeout(timeout)
-            relay_socket.connect((host, port))
-        except OSError:
-            self._relays.discard(relay_socket)
-            relay_socket.close()
-            raise
         return relay_socket
 
     def close(self) -> None:
@@ -1853,41 +1857,53 @@ class _DiskWriter:
 # Ligne de commande
 # ----------------------------------------------------------------------
 
-class _FrenchArgumentParser(argparse.ArgumentParser):
-    """`argparse` en français : l'aide, l'usage et les erreurs."""
+# Messages d'erreur d'argparse, produits en anglais, et leur traduction. Les
+# plus précis d'abord : le dernier reprend tout message propre à un argument.
+_ARGPARSE_ERRORS = (
+    (r"unrecognized arguments: (.*)", "arguments non reconnus : {0}."),
+    (r"argument (\S+): expected one argument", "l'argument {0} attend une valeur."),
+    (r"argument (\S+): ignored explicit argument (.*)",
+     "l'argument {0} ne prend pas de valeur (reçu : {1})."),
+    (r"argument (\S+): (.*)", "argument {0} : {1}"),
+)
 
-    _MESSAGES = (
-        ("unrecognized arguments: ", "arguments non reconnus : "),
-        ("expected one argument", "une valeur est attendue"),
-        ("the following arguments are required: ", "arguments obligatoires manquants : "),
-        ("ambiguous option: ", "option ambiguë : "),
-        ("could match", "peut désigner"),
-        ("invalid choice: ", "choix invalide : "),
-    )
+
+class _FrenchHelpFormatter(argparse.HelpFormatter):
+    """Mise en forme de l'aide avec les titres à la française."""
+
+    def add_usage(self, usage, actions, groups, prefix=None) -> None:
+        """Annonce la ligne d'utilisation en français."""
+        super().add_usage(usage, actions, groups, prefix or "utilisation : ")
+
+    def start_section(self, heading) -> None:
+        """Ajoute l'espace qui précède le deux-points en français."""
+        super().start_section(f"{heading} " if heading else heading)
+
+
+class _FrenchArgumentParser(argparse.ArgumentParser):
+    """Analyseur d'arguments qui signale les erreurs en français, en une ligne."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(add_help=False, formatter_class=_FrenchHelpFormatter, **kwargs)
         self._optionals.title = "options"
         self.add_argument("-h", "--help", action="help",
-                          help="Affiche cette aide et quitte.")
+                          help="afficher ce message d'aide et quitter")
 
     def error(self, message: str) -> typing.NoReturn:
-        """Affiche l'usage et l'erreur en français, puis quitte avec le code 2."""
-        for english, french in self._MESSAGES:
-            message = message.replace(english, french)
-        self.print_usage(sys.stderr)
+        """Affiche l'erreur traduite et quitte avec le code 2, comme argparse."""
+        for pattern, french in _ARGPARSE_ERRORS:
+            match = re.fullmatch(pattern, message, re.DOTALL)
+            if match:
+                message = french.format(*match.groups())
+                break
         self.exit(2, f"{self.prog} : erreur : {message}\n")
-
-
-class _FrenchHelpFormatter(argparse.HelpFormatter):
-    def add_usage(self, usage, actions, groups, prefix=None) -> None:
-        super().add_usage(usage, actions, groups, prefix or "utilisation : ")
 
 
 def _port(text: str) -> int:
     """Un numéro de port de 0 à 65535 (0 : le système en choisit un)."""
     if not _DIGITS.fullmatch(text) or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"port invalide : {text!r} (attendu : 0 à 65535)")
+        raise argparse.ArgumentTypeError(
+            f"le port doit être un entier de 0 à 65535 (reçu : « {text} »).")
     return int(text)
 
 
@@ -1899,7 +1915,7 @@ def _seconds(text: str) -> float:
         value = 0.0
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(
-            f"délai invalide : {text!r} (attendu : un nombre de secondes > 0)")
+            f"le délai doit être un nombre de secondes supérieur à 0 (reçu : « {text} »).")
     return value
 
 
@@ -1908,7 +1924,7 @@ def _at_least(minimum: int) -> typing.Callable[[str], int]:
     def convert(text: str) -> int:
         if not _DIGITS.fullmatch(text) or int(text) < minimum:
             raise argparse.ArgumentTypeError(
-                f"valeur invalide : {text!r} (attendu : un entier >= {minimum})")
+                f"la valeur doit être un entier d'au moins {minimum} (reçu : « {text} »).")
         return int(text)
     return convert
 

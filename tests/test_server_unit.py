@@ -14,6 +14,7 @@ import select
 import socket
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import unittest
@@ -759,15 +760,15 @@ class _Stop(BaseException):
     """Arrête `run()`, qui sinon sert indéfiniment."""
 
 
-class TestRun(LoopbackTestCase):
-    """`run()` dans un fil, avec un vrai client du protocole."""
+class RunLoopTestCase(LoopbackTestCase):
+    """`run()` dans un fil ; `stop()` l'arrête comme un correcteur, par select()."""
 
     def start(self):
-        stop = threading.Event()
+        self._stop = threading.Event()
         real_select = select.select
 
         def stoppable_select(readers, writers, errors, timeout=None):
-            if stop.is_set():
+            if self._stop.is_set():
                 raise _Stop
             timeout = 0.05 if timeout is None else min(timeout, 0.05)
             return real_select(readers, writers, errors, timeout)
@@ -780,11 +781,19 @@ class TestRun(LoopbackTestCase):
 
         patcher = mock.patch.object(TP4_server.select, "select", stoppable_select)
         patcher.start()
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
+        self._loop = threading.Thread(target=serve, daemon=True)
+        self._loop.start()
         self.addCleanup(patcher.stop)
-        self.addCleanup(thread.join, 5)
-        self.addCleanup(stop.set)
+        self.addCleanup(self.stop)
+
+    def stop(self):
+        self._stop.set()
+        self._loop.join(5)
+        self.assertFalse(self._loop.is_alive())
+
+
+class TestRun(RunLoopTestCase):
+    """`run()` dans un fil, avec un vrai client du protocole."""
 
     def test_session(self):
         self.start()
@@ -798,6 +807,68 @@ class TestRun(LoopbackTestCase):
                              {"header": H.OK, "payload": {"count": 1, "size": size}})
             client.send(H.BYE)
             self.assertEqual(client.received_until_closed(), b"")
+
+
+
+class TestWriterProcessFaults(RunLoopTestCase):
+    """
+    Un processus d'écriture qui répond de travers ou se tait : chaque envoi
+    en cours finit, vite, par un `ERROR` ; rien n'est publié, aucun
+    processus ne reste, et le suivant sert normalement.
+    """
+
+    # Remplace `_WRITER_PROGRAM` : lit les demandes, répond `REPLY` à la
+    # première (rien si elle est vide), puis se tait.
+    FAKE_WRITER = textwrap.dedent("""\
+        import socket, sys, time
+        channel = socket.socket(fileno=int(sys.argv[2]))
+        channel.recv(1 << 20)
+        channel.sendall(%r)
+        time.sleep(60)
+        """)
+
+    def send_with_writer(self, reply: bytes, senders: int = 3) -> list:
+        """Les `senders` clients envoient en même temps avec le faux processus."""
+        self.start()
+        port = self.server._server_socket.getsockname()[1]
+        clients = [support.RawClient(port) for _ in range(senders)]
+        for client in clients:
+            self.addCleanup(client.close)
+        for index, client in enumerate(clients):
+            self.assertEqual(client.register(f"Client{index}"), {"header": H.OK})
+        with mock.patch.object(TP4_server, "_WRITER_PROGRAM", self.FAKE_WRITER % reply), \
+                mock.patch.object(TP4_server, "_WRITE_TIMEOUT", 1.0):
+            started = time.monotonic()
+            for index, client in enumerate(clients):
+                client.send(H.EMAIL_SENDING, email_to(
+                    "client0@glo2000.ca", sender=f"Client{index}@glo2000.ca"))
+            replies = [client.recv() for client in clients]
+            self.assertLess(time.monotonic() - started, 5)
+        return clients, replies
+
+    def assert_recovered(self, clients, replies):
+        for reply in replies:
+            self.assertIn("n'a pas pu être enregistré", self.assert_error(reply))
+        self.assertEqual(os.listdir(self.data_dir / "Client0"), [gloutils.PASSWORD_FILENAME])
+        self.assertEqual(clients[0].request(H.STATS_REQUEST)["payload"]["count"], 0)
+        self.assertEqual(clients[1].send_email("Client1@glo2000.ca", "client0@glo2000.ca"),
+                         {"header": H.OK})
+        self.assertEqual(clients[0].request(H.STATS_REQUEST)["payload"]["count"], 1)
+        self.stop()
+        self.server.cleanup()
+        self.assertEqual(support.child_pids(os.getpid()), [])
+
+    def test_garbage_reply(self):
+        self.assert_recovered(*self.send_with_writer(b"n'importe quoi\n"))
+
+    def test_reply_for_an_unknown_request(self):
+        self.assert_recovered(*self.send_with_writer(b'{"id": 987654}\n'))
+
+    def test_reply_without_end_of_line(self):
+        self.assert_recovered(*self.send_with_writer(b'{"id": 1'))
+
+    def test_no_reply(self):
+        self.assert_recovered(*self.send_with_writer(b""))
 
 
 if __name__ == "__main__":
