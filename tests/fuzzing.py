@@ -4,8 +4,10 @@ milliers de cas) et `tests/stress.py fuzz` (autant qu'on veut).
 
 - `FuzzCaseGenerator` tire, d'une graine, une suite reproductible de cas :
   requêtes plausibles aux valeurs aléatoires, JSON de la mauvaise forme,
-  octets au hasard, trames mutées, tronquées, démesurées, imbrications
-  profondes, champs d'un mégaoctet, rafales de plusieurs trames.
+  octets au hasard, trames mutées, tronquées, démesurées, champs d'un
+  mégaoctet, rafales de plusieurs trames, et les cas écrits à la main de
+  `tests/malformed.py` (textes vides, imbrications profondes, en-têtes
+  absurdes...).
 - `FuzzDriver` envoie ces cas sur plusieurs connexions à la fois (une seule
   boucle `select`), lit et vérifie chaque réponse, et se reconnecte quand le
   serveur ferme une connexion.
@@ -19,12 +21,11 @@ import random
 import re
 import select
 import socket
-import struct
 import threading
 import time
 import typing
 
-from tests import support
+from tests import malformed, support
 
 gloutils = support.gloutils
 glossocket = support.glossocket
@@ -33,7 +34,6 @@ H = gloutils.Headers
 DEFAULT_MAX_MESSAGE = 10 * 1024 * 1024
 INTERNAL_ERROR = support.INTERNAL_ERROR
 SERVER_FULL_WORD = "plein"
-_LENGTH = struct.Struct("!I")
 DOMAIN = gloutils.SERVER_DOMAIN
 
 
@@ -47,37 +47,14 @@ class FuzzCase(typing.NamedTuple):
     terminal: bool
 
 
-def frame(text: typing.Union[str, bytes]) -> bytes:
-    """Une trame du protocole : longueur "!I" puis le texte UTF-8."""
-    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
-    return _LENGTH.pack(len(data)) + data
-
-
-def message_frame(header, payload=None) -> bytes:
-    """Trame d'un `GloMessage` ; `header` et `payload` peuvent être n'importe quoi."""
-    message = {"header": header}
-    if payload is not None:
-        message["payload"] = payload
-    return frame(json.dumps(message))
-
-
 def ends_connection(data: bytes, max_message: int) -> bool:
     """
     Vrai si le serveur ne peut plus rien traiter après `data` : il reste une
     trame incomplète, une longueur dépasse `max_message`, ou un `BYE` passe.
     """
-    offset = 0
-    while offset < len(data):
-        if len(data) - offset < _LENGTH.size:
-            return True
-        (length,) = _LENGTH.unpack_from(data, offset)
-        if length > max_message or len(data) - offset - _LENGTH.size < length:
-            return True
-        body = data[offset + _LENGTH.size:offset + _LENGTH.size + length]
-        offset += _LENGTH.size + length
-        if _is_bye(body):
-            return True
-    return False
+    rest = bytearray(data)
+    bodies = support.split_frames(rest)
+    return bool(rest) or any(len(body) > max_message or _is_bye(body) for body in bodies)
 
 
 def _is_bye(body: bytes) -> bool:
@@ -108,8 +85,8 @@ class FuzzCaseGenerator:
 
     KINDS = (
         ("requete", 32), ("forme", 18), ("mutation", 20), ("octets", 7),
-        ("rafale", 7), ("tronquee", 7), ("enorme", 3), ("vide", 2),
-        ("profond", 2), ("gros", 1), ("bye", 1),
+        ("rafale", 7), ("tronquee", 7), ("enorme", 3), ("table", 4),
+        ("gros", 1), ("bye", 1),
     )
 
     def __init__(self, seed: int, *, max_message: int = DEFAULT_MAX_MESSAGE,
@@ -236,7 +213,7 @@ class FuzzCaseGenerator:
                        "subject": self.text(), "date": self.date(),
                        "content": self.text(80)}
         else:
-            return None if rng.random() < 0.8 else self.value()
+            return support.ABSENT if rng.random() < 0.8 else self.value()
         roll = rng.random()
         if roll < 0.08:
             del payload[rng.choice(list(payload))]
@@ -253,7 +230,7 @@ class FuzzCaseGenerator:
             (H.AUTH_REGISTER, H.AUTH_LOGIN, H.AUTH_LOGOUT, H.INBOX_READING_REQUEST,
              H.INBOX_READING_CHOICE, H.EMAIL_SENDING, H.STATS_REQUEST, H.OK, H.ERROR),
             (12, 20, 5, 12, 12, 25, 8, 2, 2))[0]
-        return message_frame(int(header), self.payload(header))
+        return support.message_frame(int(header), self.payload(header))
 
     # ---- familles de cas -------------------------------------------------
 
@@ -261,30 +238,31 @@ class FuzzCaseGenerator:
         return self.request()
 
     def _case_bye(self) -> bytes:
-        return self.request() + message_frame(int(H.BYE))
+        return self.request() + support.message_frame(int(H.BYE))
 
     def _case_forme(self) -> bytes:
         """JSON valide de la mauvaise forme."""
         rng = self.random
         header = rng.choice((self.value(), self.integer(), rng.randint(0, 12),
                              str(rng.randint(1, 10)), float(rng.randint(1, 10)),
-                             True, False, None, [4], {"h": 4}, "AUTH_LOGIN"))
+                             *malformed.BAD_HEADERS))
         roll = rng.random()
         if roll < 0.3:
-            return frame(json.dumps(self.value()))
+            return support.frame(json.dumps(self.value()))
         if roll < 0.5:
-            return frame(json.dumps({"payload": self.value()}))
+            return support.frame(json.dumps({"payload": self.value()}))
         if roll < 0.75:
-            return message_frame(header, self.value())
+            return support.message_frame(header, self.value())
         real = rng.choice([int(h) for h in H if h != H.BYE])
-        return message_frame(real, self.value())
+        return support.message_frame(real, self.value())
 
     def _case_octets(self) -> bytes:
         rng = self.random
-        return frame(rng.randbytes(rng.randint(0, 300)))
+        return support.frame(rng.randbytes(rng.randint(0, 300)))
 
-    def _case_vide(self) -> bytes:
-        return frame(self.random.choice(("", " ", "\n\t ", "null", "{}", "[]", "0")))
+    def _case_table(self) -> bytes:
+        """Un cas écrit à la main de `tests/malformed.py`, quel que soit son état."""
+        return self.random.choice(malformed.CASES).data
 
     def _case_rafale(self) -> bytes:
         return b"".join(self.request() for _ in range(self.random.randint(2, 8)))
@@ -297,14 +275,7 @@ class FuzzCaseGenerator:
         rng = self.random
         length = rng.choice((self.max_message + 1, 2 ** 31, 2 ** 32 - 1,
                              rng.randint(self.max_message + 1, 2 ** 32 - 1)))
-        return _LENGTH.pack(length) + rng.randbytes(rng.choice((0, 10, 1000)))
-
-    def _case_profond(self) -> bytes:
-        rng = self.random
-        depth = rng.choice((1000, 5000, 100_000))
-        opening, closing = rng.choice((("[", "]"), ('{"a":', "}")))
-        nested = opening * depth + "1" + closing * depth
-        return frame(rng.choice((nested, f'{{"header": 4, "payload": {nested}}}')))
+        return support.LENGTH.pack(length) + rng.randbytes(rng.choice((0, 10, 1000)))
 
     def _case_gros(self) -> bytes:
         """Un champ d'un mégaoctet dans une requête par ailleurs plausible."""
@@ -315,13 +286,13 @@ class FuzzCaseGenerator:
         if not isinstance(payload, dict) or not payload:
             payload = {"username": big, "password": big}
         payload[rng.choice(list(payload))] = big
-        return message_frame(int(header), payload)
+        return support.message_frame(int(header), payload)
 
     def _case_mutation(self) -> bytes:
         """Une requête plausible abîmée de une à trois façons."""
         rng = self.random
         data = bytearray(self.request())
-        body = data[_LENGTH.size:]
+        body = data[support.LENGTH.size:]
         reframe = rng.random() < 0.8
         target = body if reframe else data
         for _ in range(rng.randint(1, 3)):
@@ -347,9 +318,9 @@ class FuzzCaseGenerator:
                 token = json.dumps(self.value()).encode("utf-8", "surrogatepass")
                 target[position:position + rng.randint(0, 8)] = token
         if reframe:
-            return frame(bytes(target))
+            return support.frame(bytes(target))
         if rng.random() < 0.3:
-            target[:_LENGTH.size] = _LENGTH.pack(rng.randint(0, len(target)))
+            target[:support.LENGTH.size] = support.LENGTH.pack(rng.randint(0, len(target)))
         return bytes(target)
 
 
@@ -445,11 +416,7 @@ class FuzzDriver:
         puis lecture des dernières réponses jusqu'à la fermeture du serveur).
         """
         if self.random.random() < 0.5:
-            try:
-                slot.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                     struct.pack("ii", 1, 0))
-            except OSError:
-                pass
+            support.reset_close(slot.sock)
             self._close(slot, by_server=False)
             return
         try:

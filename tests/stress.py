@@ -25,7 +25,6 @@ import json
 import random
 import socket
 import statistics
-import struct
 import sys
 import time
 import typing
@@ -39,7 +38,6 @@ from tests import fuzzing, support  # noqa: E402
 
 H = support.gloutils.Headers
 LOOPBACK = support.LOOPBACK
-_LENGTH = struct.Struct("!I")
 SERVER_FULL = support.SERVER_FULL
 NOT_LOGGED_IN = support.NOT_LOGGED_IN
 
@@ -60,22 +58,11 @@ def wait_until(predicate: typing.Callable[[], bool], timeout: float,
         time.sleep(interval)
 
 
-def request_frame(header, payload=None) -> bytes:
-    return fuzzing.message_frame(int(header), payload)
-
-
 def percentile(values: typing.Sequence[float], fraction: float) -> float:
     """Centile par rang le plus proche (0 < fraction <= 1)."""
     ordered = sorted(values)
     index = max(0, min(len(ordered) - 1, round(fraction * len(ordered)) - 1))
     return ordered[index]
-
-
-def reset_close(sock: socket.socket) -> None:
-    """Ferme en envoyant un RST (SO_LINGER à 0) plutôt qu'un FIN."""
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
 
 
 # ---------------------------------------------------------------------------
@@ -88,11 +75,12 @@ def open_stalled(port: int, count: int) -> list:
     après 2 octets de la longueur, l'autre après la longueur et la moitié du
     texte. Renvoie des paires (socket, octets restants de la trame).
     """
-    whole = request_frame(H.AUTH_LOGIN, {"username": "personne",
-                                         "password": support.STRONG_PASSWORD})
+    whole = support.message_frame(H.AUTH_LOGIN, {"username": "personne",
+                                                 "password": support.STRONG_PASSWORD})
+    length = support.LENGTH.size
     stalled = []
     for index in range(count):
-        cut = 2 if index % 2 == 0 else _LENGTH.size + (len(whole) - _LENGTH.size) // 2
+        cut = 2 if index % 2 == 0 else length + (len(whole) - length) // 2
         sock = socket.create_connection((LOOPBACK, port), timeout=10)
         sock.sendall(whole[:cut])
         stalled.append((sock, whole[cut:]))
@@ -140,7 +128,7 @@ def run_flood(port: int, connections: int) -> dict:
             except OSError:
                 counts["connexion_impossible"] += 1
         counts["connectees"] = len(sockets)
-        probe = request_frame(H.INBOX_READING_REQUEST)
+        probe = support.message_frame(H.INBOX_READING_REQUEST)
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.sendall(probe)
@@ -182,13 +170,13 @@ def one_cycle(port: int, kind: str) -> None:
     sock = socket.create_connection((LOOPBACK, port), timeout=10)
     try:
         if kind == "bye":
-            sock.sendall(request_frame(H.BYE))
+            sock.sendall(support.message_frame(H.BYE))
         elif kind == "mi_trame":
-            sock.sendall(request_frame(H.STATS_REQUEST)[:7])
+            sock.sendall(support.message_frame(H.STATS_REQUEST)[:7])
         elif kind == "requete_rst":
-            sock.sendall(request_frame(H.INBOX_READING_REQUEST))
+            sock.sendall(support.message_frame(H.INBOX_READING_REQUEST))
         if kind in ("rst", "requete_rst"):
-            reset_close(sock)
+            support.reset_close(sock)
     finally:
         sock.close()
 

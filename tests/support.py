@@ -1,13 +1,14 @@
 """
-Outils communs aux tests : ports libres, serveur lancé comme un vrai
-processus dans un dossier temporaire, client brut du protocole et petit
-récepteur SMTP sur 127.0.0.1.
+Outils communs aux tests : ports libres, trames du protocole, serveur lancé
+comme un vrai processus dans un dossier temporaire, client brut du
+protocole, vérification d'un `ERROR` et petit récepteur SMTP sur 127.0.0.1.
 """
 
 import contextlib
 import email
 import email.message
 import email.policy
+import hashlib
 import json
 import os
 import resource
@@ -52,10 +53,16 @@ HANDOUT_EMAIL_TEXT = (
 )
 # Réponse du serveur, identique pour un nom inconnu et un mauvais mot de passe.
 LOGIN_FAILED = "Nom d'utilisateur ou mot de passe invalide."
-# Autres textes d'erreur du serveur que les outils de mesure reconnaissent.
+# Autres textes d'erreur du serveur, recopiés ici pour que les outils de
+# mesure n'aient pas à importer `TP4_server`.
 NOT_LOGGED_IN = "Vous devez être connecté pour faire cette requête."
+INVALID_REQUEST = "Requête invalide."
 SERVER_FULL = "Le serveur est plein, réessayez plus tard."
 INTERNAL_ERROR = "Erreur interne du serveur."
+# Refus d'une création de compte, tel que l'énoncé l'affiche.
+CREATION_FAILED = "La création a échouée:"
+INVALID_USERNAME = "Le nom d'utilisateur est invalide."
+WEAK_PASSWORD = "Le mot de passe n'est pas assez sûr."
 # Taille du fichier `pass` : l'empreinte sha3-512 en hexadécimal.
 DIGEST_SIZE = 128
 # Une date de `gloutils.get_current_utc_time()`, p. ex. Tue, 12 Jul 2022 19:21:57 +0000.
@@ -80,22 +87,97 @@ def raise_fd_limit(wanted: int) -> int:
     return soft
 
 
-_LENGTH = struct.Struct("!I")
+def creation_failed(*problems: str) -> str:
+    """Message d'un refus de création de compte listant `problems`."""
+    return "\n- ".join([CREATION_FAILED, *problems])
+
+
+# ---------------------------------------------------------------------------
+# Trames : longueur sur 4 octets ("!I"), puis le texte UTF-8
+# ---------------------------------------------------------------------------
+
+LENGTH = struct.Struct("!I")
+
+
+class _Absent:
+    """Type de `ABSENT` : une charge utile omise, distincte de `null`."""
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+# `message_frame` distingue une charge utile omise d'une charge utile `null`.
+ABSENT = _Absent()
+
+
+def frame(body: "str | bytes") -> bytes:
+    """
+    Une trame du protocole. Un texte est encodé en UTF-8, demi-paires de
+    substitution comprises (`surrogatepass`), pour qu'un cas hostile passe
+    tel quel ; des octets sont envoyés tels quels.
+    """
+    data = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+    return LENGTH.pack(len(data)) + data
+
+
+def message_text(header, payload=ABSENT) -> str:
+    """
+    Texte JSON d'un `GloMessage`. `header` et `payload` peuvent être
+    n'importe quelle valeur JSON, pour les cas malformés ; `payload` est omis
+    s'il vaut `ABSENT`.
+    """
+    message = {"header": header}
+    if payload is not ABSENT:
+        message["payload"] = payload
+    return json.dumps(message)
+
+
+def message_frame(header, payload=ABSENT) -> bytes:
+    """Trame d'un `GloMessage` (voir `message_text`)."""
+    return frame(message_text(header, payload))
 
 
 def split_frames(buffer: bytearray) -> list:
     """Retire du tampon chaque trame complète du protocole et renvoie leurs corps."""
     frames = []
     start = 0
-    while len(buffer) - start >= _LENGTH.size:
-        (length,) = _LENGTH.unpack_from(buffer, start)
-        end = start + _LENGTH.size + length
+    while len(buffer) - start >= LENGTH.size:
+        (length,) = LENGTH.unpack_from(buffer, start)
+        end = start + LENGTH.size + length
         if len(buffer) < end:
             break
-        frames.append(bytes(buffer[start + _LENGTH.size:end]))
+        frames.append(bytes(buffer[start + LENGTH.size:end]))
         start = end
     del buffer[:start]
     return frames
+
+
+def decode_message(body: bytes) -> "dict | None":
+    """Objet JSON du corps d'une trame, ou None s'il n'en est pas un."""
+    try:
+        message = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return message if isinstance(message, dict) else None
+
+
+def assert_error(test, reply: dict, message: "str | None" = None, *, msg=None) -> str:
+    """
+    Vérifie que `reply` est un `ERROR` dont la charge utile porte la seule
+    clé `error_message`, un texte non vide (égal à `message` s'il est donné),
+    et renvoie ce texte. `msg` précise le contexte d'un échec.
+    """
+    context = f"{msg} : {reply!r:.300}" if msg else f"{reply!r:.300}"
+    test.assertEqual(reply.get("header"), gloutils.Headers.ERROR, context)
+    payload = reply.get("payload")
+    test.assertIsInstance(payload, dict, context)
+    test.assertEqual(list(payload), ["error_message"], context)
+    error = payload["error_message"]
+    test.assertIsInstance(error, str, context)
+    test.assertTrue(error, context)
+    if message is not None:
+        test.assertEqual(error, message, context)
+    return error
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
@@ -139,13 +221,16 @@ class ServerProcess:
         self.process: "subprocess.Popen | None" = None
         self.log_path = self.workdir / "server.log"
 
+    def command(self) -> list:
+        """La ligne de commande du serveur."""
+        return [sys.executable, str(SERVER_SCRIPT), "--host", LOOPBACK,
+                "--port", str(self.port), *self.extra_args]
+
     def start(self) -> "ServerProcess":
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, str(SERVER_SCRIPT), "--host", LOOPBACK,
-             "--port", str(self.port), *self.extra_args],
-            cwd=self.workdir, env=self.environment, preexec_fn=self.preexec_fn,
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            self.command(), cwd=self.workdir, env=self.environment,
+            preexec_fn=self.preexec_fn, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
         try:
             wait_for_port(self.port)
@@ -153,6 +238,16 @@ class ServerProcess:
             self.stop()
             raise
         return self
+
+    def run_until_exit(self, timeout: float = 10.0) -> subprocess.CompletedProcess:
+        """
+        Lance le serveur et attend qu'il se termine de lui-même, sorties
+        capturées à part : pour un démarrage qui doit échouer.
+        """
+        return subprocess.run(
+            self.command(), cwd=self.workdir, env=self.environment,
+            preexec_fn=self.preexec_fn, stdin=subprocess.DEVNULL, capture_output=True,
+            text=True, timeout=timeout)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -187,6 +282,23 @@ class ServerProcess:
             self._own_dir.cleanup()
 
 
+def start_server(test, *extra_args: str, **options) -> ServerProcess:
+    """
+    Lance un `ServerProcess` (mêmes arguments) pour le test `test`, qui
+    l'arrête et efface son dossier à la fin, quelle qu'en soit l'issue.
+    """
+    server = ServerProcess(*extra_args, **options)
+    test.addCleanup(server.__exit__, None, None, None)
+    return server.start()
+
+
+def reset_close(sock: socket.socket) -> None:
+    """Ferme en envoyant un RST (SO_LINGER à 0) plutôt qu'un FIN."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
 class RawClient:
     """Client brut : envoie et reçoit des `GloMessage` avec glossocket."""
 
@@ -194,10 +306,8 @@ class RawClient:
         self.sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
 
     def send(self, header, payload=None) -> None:
-        message = {"header": int(header)}
-        if payload is not None:
-            message["payload"] = payload
-        glossocket.send_msg(self.sock, json.dumps(message))
+        """Envoie un `GloMessage` ; sans `payload`, la clé est omise."""
+        self.send_text(message_text(int(header), ABSENT if payload is None else payload))
 
     def send_raw(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -237,6 +347,16 @@ class RawClient:
             self.sock.settimeout(10.0)
         return False
 
+    def messages_until_closed(self, wait: float = 5.0) -> "list | None":
+        """
+        Messages reçus jusqu'à ce que le serveur ferme la connexion, ou None
+        s'il la garde ouverte plus de `wait` secondes.
+        """
+        data = self.received_until_closed(wait)
+        if data is None:
+            return None
+        return [json.loads(body) for body in split_frames(bytearray(data))]
+
     def closed_by_server(self, wait: float = 5.0) -> bool:
         """Vrai si le serveur ferme la connexion dans les `wait` secondes."""
         return self.received_until_closed(wait) is not None
@@ -262,6 +382,10 @@ class RawClient:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+
+    def abort(self) -> None:
+        """Fermeture brutale (RST) au lieu d'une fin de connexion normale."""
+        reset_close(self.sock)
 
     def __enter__(self) -> "RawClient":
         return self
@@ -371,6 +495,25 @@ def assert_relayed(test, envelope: dict, payload: dict) -> None:
     # `set_content` termine le corps par un saut de ligne ; SMTP le code en CRLF.
     test.assertEqual(message.get_content().replace("\r\n", "\n"),
                      payload["content"] + "\n")
+
+
+def tree(root: Path, ignore: tuple = ("server.log",)) -> dict:
+    """
+    Instantané d'une arborescence : chemin relatif → empreinte du contenu
+    (ou "dossier"). Le journal du serveur, qui grandit, est ignoré.
+    """
+    snapshot = {}
+    for folder, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            snapshot[os.path.relpath(os.path.join(folder, name), root)] = "dossier"
+        for name in filenames:
+            path = os.path.join(folder, name)
+            if name in ignore:
+                continue
+            relative = os.path.relpath(path, root)
+            with open(path, "rb") as file:
+                snapshot[relative] = hashlib.sha256(file.read()).hexdigest()
+    return snapshot
 
 
 def process_fd_count(pid: int) -> int:

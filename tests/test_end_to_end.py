@@ -16,10 +16,8 @@ import re
 import select
 import signal
 import socket
-import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
@@ -28,7 +26,7 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests import support  # noqa: E402
+from tests import malformed, support  # noqa: E402
 
 import gloutils  # noqa: E402
 import TP4_client  # noqa: E402
@@ -150,13 +148,8 @@ class EndToEndTestCase(unittest.TestCase):
     server_args: tuple = ()
 
     def setUp(self):
-        self.server = self.start_server(*self.server_args)
+        self.server = support.start_server(self, *self.server_args)
         self._names = itertools.count(1)
-
-    def start_server(self, *args, **kwargs) -> support.ServerProcess:
-        server = support.ServerProcess(*args, **kwargs)
-        self.addCleanup(server.__exit__, None, None, None)
-        return server.start()
 
     def client(self, server=None) -> support.RawClient:
         client = support.RawClient((server or self.server).port)
@@ -169,11 +162,6 @@ class EndToEndTestCase(unittest.TestCase):
         username = f"Utilisateur{next(self._names)}"
         self.assertEqual(client.register(username), OK)
         return client, username
-
-    def assert_error(self, reply):
-        self.assertEqual(reply["header"], H.ERROR, reply)
-        self.assertIsInstance(reply["payload"]["error_message"], str)
-        self.assertTrue(reply["payload"]["error_message"])
 
     def assert_server_healthy(self, server=None):
         """Le serveur vit, sert un nouveau client et n'a écrit aucune trace d'erreur."""
@@ -396,141 +384,63 @@ class TestManyClients(EndToEndTestCase):
 
 
 class TestMalformedRequests(EndToEndTestCase):
-    """Toute requête malformée reçoit un `ERROR` et le serveur continue."""
+    """
+    Les cas de `tests/malformed.py` qui touchent au protocole lui-même :
+    trames, JSON, en-têtes, réponses prises pour des requêtes, requêtes
+    avant la connexion (les charges utiles mal typées sont rejouées par
+    `tests/test_hostile.py`). Chacun reçoit l'`ERROR` prévu, la connexion
+    reste utilisable et le serveur continue de servir les autres.
+    """
 
-    def assert_still_in_step(self, client):
-        """La réponse suivante est bien celle de la requête suivante."""
-        self.assertEqual(client.login("Personne", PASSWORD)["payload"],
-                         {"error_message": LOGIN_FAILED})
+    def setUp(self):
+        super().setUp()
+        self.runner = malformed.Runner(self, self.server)
 
-    def check_frames(self, client, frames):
-        """
-        Chaque texte de `frames` reçoit un seul `ERROR`, la connexion reste
-        utilisable et le serveur continue de servir les autres.
-        """
-        for frame in frames:
-            with self.subTest(frame=frame[:60]):
-                client.send_text(frame)
-                self.assert_error(client.recv())
-                self.assert_still_in_step(client)
-        self.assertTrue(client.nothing_received())
+    def check_group(self, group):
+        self.runner.run(malformed.cases(group))
+        for client in self.runner.clients.values():
+            self.assertTrue(client.nothing_received())
         self.assert_server_healthy()
 
     def test_not_json_or_not_an_object(self):
-        client = self.client()
-        self.check_frames(client, [
-            "{pas du json", "", " ", "[1, 2]", "42", "null", '"texte"', "true",
-            '{"header": 5', "[" * 100_000 + "]" * 100_000, '{"header": NaN}'])
-
-    def test_non_utf8(self):
-        client = self.client()
-        for data in (b"\xff\xfe", b'{"header": "\xe9"}', b"\xc3"):
-            with self.subTest(data=data):
-                client.send_raw(struct.pack("!I", len(data)) + data)
-                self.assert_error(client.recv())
-                self.assert_still_in_step(client)
-        self.assertEqual(client.register("Apres"), OK)
-        self.assert_server_healthy()
+        self.check_group("json")
 
     def test_bad_headers(self):
-        client = self.client()
-        self.check_frames(client, [
-            json.dumps({"header": header, "payload": {"username": "x", "password": "y"}})
-            for header in (0, 11, 99, -1, 2**70, "4", "AUTH_REGISTER", True, False, None,
-                           4.0, 1e400, [4], {"4": 4})
-        ] + ['{}', '{"payload": {}}', '{"HEADER": 4}'])
+        self.check_group("en-tête")
 
-    def test_bad_auth_payloads(self):
-        client = self.client()
-        frames = [json.dumps({"header": header, **payload})
-                  for header in (H.AUTH_REGISTER, H.AUTH_LOGIN)
-                  for payload in (
-                      {}, {"payload": None}, {"payload": "texte"}, {"payload": []},
-                      {"payload": 4}, {"payload": {}}, {"payload": {"username": "Nom"}},
-                      {"payload": {"password": PASSWORD}},
-                      {"payload": {"username": 12, "password": PASSWORD}},
-                      {"payload": {"username": "Nom", "password": 1234567890}},
-                      {"payload": {"username": ["Nom"], "password": PASSWORD}})]
-        self.check_frames(client, frames)
-        self.assertEqual(client.register("Nom"), OK)
+    def test_replies_are_not_requests(self):
+        self.check_group("réponse")
 
-    def test_invalid_usernames(self):
-        client = self.client()
-        for username in ("\ud800", "Nul\x00", "x" * 100_000, "Qing Long", "LOST", ".."):
-            for header in (H.AUTH_REGISTER, H.AUTH_LOGIN):
-                with self.subTest(header=header.name, username=username[:20]):
-                    self.assert_error(client.request(
-                        header, {"username": username, "password": PASSWORD}))
+    def test_requests_before_login(self):
+        self.check_group("connexion requise")
+
+    def test_oversized_length_closes_the_connection(self):
+        self.runner.run(malformed.cases("trame", outcomes=(malformed.CLOSED,)))
         self.assert_server_healthy()
+
+    def test_peer_vanishes_mid_frame(self):
+        """Une trame reste incomplète, puis le client part, poliment ou non (RST)."""
+        for case in malformed.cases("trame", outcomes=(malformed.NO_REPLY,)):
+            for abrupt in (False, True):
+                with self.subTest(case=case.name, abrupt=abrupt):
+                    client = self.runner.check(case)
+                    if abrupt:
+                        client.abort()
+                    else:
+                        client.close()
+                    self.assert_server_healthy()
 
     def test_lone_surrogate_in_password(self):
         """JSON permet "\\ud800", qui n'a pas d'UTF-8 : refusé, sans plantage ni trace."""
         client = self.client()
         password = "\ud800" + PASSWORD
-        self.assertEqual(client.register("Surrogat", password)["payload"]["error_message"],
-                         "La création a échouée:\n- Le mot de passe n'est pas assez sûr.")
+        support.assert_error(self, client.register("Surrogat", password),
+                             support.creation_failed(support.WEAK_PASSWORD))
         self.assertEqual(client.register("Surrogat"), OK)
         client.send(H.AUTH_LOGOUT)
         for wrong in (password, PASSWORD + "\udfff"):
-            self.assertEqual(client.login("Surrogat", wrong)["payload"],
-                             {"error_message": LOGIN_FAILED})
+            support.assert_error(self, client.login("Surrogat", wrong), LOGIN_FAILED)
         self.assertEqual(client.login("Surrogat"), OK)
-        self.assert_server_healthy()
-
-    def test_bad_payloads_when_logged_in(self):
-        client, username = self.logged_in_client()
-        email = {"sender": f"{username}@glo2000.ca", "destination": f"{username}@glo2000.ca",
-                 "subject": "Sujet", "date": gloutils.get_current_utc_time(),
-                 "content": "Contenu"}
-        frames = [json.dumps({"header": H.INBOX_READING_CHOICE, **payload}) for payload in (
-            {}, {"payload": None}, {"payload": {}}, {"payload": {"choice": "1"}},
-            {"payload": {"choice": True}}, {"payload": {"choice": 1.0}},
-            {"payload": {"choice": None}}, {"payload": [1]}, {"payload": 1})]
-        frames += [json.dumps({"header": H.EMAIL_SENDING, **payload}) for payload in (
-            {}, {"payload": "courriel"}, {"payload": {}},
-            {"payload": {key: value for key, value in email.items() if key != "date"}},
-            {"payload": dict(email, subject=1)}, {"payload": dict(email, content=None)},
-            {"payload": dict(email, destination=["a@glo2000.ca"])})]
-        self.check_frames(client, frames)
-        self.assertEqual(client.request(H.INBOX_READING_REQUEST),
-                         {"header": H.OK, "payload": {"email_list": []}})
-        self.assertEqual(client.request(H.STATS_REQUEST),
-                         {"header": H.OK, "payload": {"count": 0, "size": support.DIGEST_SIZE}})
-
-    def test_requests_before_login(self):
-        client = self.client()
-        email = {"sender": "Qui@glo2000.ca", "destination": "qui@glo2000.ca",
-                 "subject": "Sujet", "date": gloutils.get_current_utc_time(),
-                 "content": "Contenu"}
-        for header, payload in ((H.INBOX_READING_REQUEST, None),
-                                (H.INBOX_READING_CHOICE, {"choice": 1}),
-                                (H.EMAIL_SENDING, email), (H.STATS_REQUEST, None)):
-            with self.subTest(header=header.name):
-                self.assert_error(client.request(header, payload))
-        self.assertEqual(client.register("Qui"), OK)
-        self.assertEqual(client.request(H.STATS_REQUEST)["payload"]["count"], 0)
-        self.assert_server_healthy()
-
-    def test_replies_are_not_requests(self):
-        client = self.client()
-        for header in (H.OK, H.ERROR):
-            with self.subTest(header=header.name):
-                self.assert_error(client.request(header, {"error_message": "x"}))
-        self.assert_server_healthy()
-
-    def test_peer_vanishes_mid_frame(self):
-        for partial in (b"\x00\x00", b"\x00\x00\x00\x64" + b'{"header": 4, "pay',
-                        b"\x00\x00\x00\x05{}"):
-            with self.subTest(partial=partial):
-                with support.RawClient(self.server.port) as client:
-                    client.send_raw(partial)
-                self.assert_server_healthy()
-        with support.RawClient(self.server.port) as client:
-            self.assertEqual(client.register("Disparu"), OK)
-            client.send_raw(b"\x00\x00\x00\x64" + b'{"header": 7')
-            # Fermeture brutale (RST) au lieu d'une fin de connexion normale.
-            client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                   struct.pack("ii", 1, 0))
         self.assert_server_healthy()
 
     def test_pipelined_requests_answered_in_order(self):
@@ -539,9 +449,9 @@ class TestMalformedRequests(EndToEndTestCase):
         client.send(H.STATS_REQUEST)
         client.send(H.INBOX_READING_CHOICE, {"choice": 1})
         client.send(H.INBOX_READING_REQUEST)
-        self.assert_error(client.recv())
+        support.assert_error(self, client.recv(), support.INVALID_REQUEST)
         self.assertEqual(client.recv()["payload"]["count"], 0)
-        self.assert_error(client.recv())
+        support.assert_error(self, client.recv())
         self.assertEqual(client.recv(), {"header": H.OK, "payload": {"email_list": []}})
         self.assertTrue(client.nothing_received())
 
@@ -553,7 +463,7 @@ class TestNoReply(EndToEndTestCase):
         client, username = self.logged_in_client()
         client.send(H.AUTH_LOGOUT)
         self.assertTrue(client.nothing_received())
-        self.assert_error(client.request(H.STATS_REQUEST))
+        support.assert_error(self, client.request(H.STATS_REQUEST), support.NOT_LOGGED_IN)
         self.assertEqual(client.login(username), OK)
         self.assertEqual(client.request(H.STATS_REQUEST)["header"], H.OK)
 
@@ -567,7 +477,7 @@ class TestNoReply(EndToEndTestCase):
         client, _ = self.logged_in_client()
         client.send(H.AUTH_LOGOUT)
         client.send(H.STATS_REQUEST)
-        self.assert_error(client.recv())
+        support.assert_error(self, client.recv(), support.NOT_LOGGED_IN)
         self.assertTrue(client.nothing_received())
 
     def test_logout_twice(self):
@@ -622,7 +532,8 @@ class TestExternalRelay(EndToEndTestCase):
     def test_refused(self):
         self.receiver.mode = "refuse"
         client, username = self.logged_in_client()
-        self.assert_error(client.send_email(f"{username}@glo2000.ca", "refus@example.com"))
+        support.assert_error(self, client.send_email(f"{username}@glo2000.ca",
+                                                     "refus@example.com"))
         self.assertEqual(self.receiver.messages, [])
         self.assert_server_healthy()
 
@@ -635,14 +546,15 @@ class TestRelayUnreachable(EndToEndTestCase):
 
     def test_error(self):
         client, username = self.logged_in_client()
-        self.assert_error(client.send_email(f"{username}@glo2000.ca", "ami@example.com"))
+        support.assert_error(self, client.send_email(f"{username}@glo2000.ca",
+                                                     "ami@example.com"))
         self.assertEqual(client.request(H.STATS_REQUEST)["header"], H.OK)
         self.assert_server_healthy()
 
 
-def run_script(script, *args, cwd=None) -> subprocess.CompletedProcess:
-    """Lance un des programmes et attend sa fin (entrée vide, sorties capturées)."""
-    return subprocess.run([sys.executable, str(script), *args], cwd=cwd,
+def run_client(*args) -> subprocess.CompletedProcess:
+    """Lance le client et attend sa fin (entrée vide, sorties capturées)."""
+    return subprocess.run([sys.executable, str(support.CLIENT_SCRIPT), *args],
                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=TIMEOUT)
 
@@ -657,19 +569,17 @@ class TestFailures(unittest.TestCase):
         self.assertTrue(result.stderr.strip())
 
     def test_server_port_taken(self):
-        workdir = tempfile.TemporaryDirectory(prefix="glo-e2e-")
-        self.addCleanup(workdir.cleanup)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
             taken.bind((support.LOOPBACK, 0))
             taken.listen()
-            result = run_script(support.SERVER_SCRIPT, "--host", support.LOOPBACK,
-                                "--port", str(taken.getsockname()[1]), cwd=workdir.name)
+            server = support.ServerProcess(port=taken.getsockname()[1])
+            self.addCleanup(server.__exit__, None, None, None)
+            result = server.run_until_exit(TIMEOUT)
         self.assert_one_line_exit(result)
         self.assertEqual(result.stdout, "")
 
     def test_client_without_server(self):
-        result = run_script(support.CLIENT_SCRIPT, "-d", support.LOOPBACK,
-                            "-p", str(support.free_port()))
+        result = run_client("-d", support.LOOPBACK, "-p", str(support.free_port()))
         self.assert_one_line_exit(result)
         self.assertEqual(result.stdout, "")
 
@@ -699,7 +609,8 @@ class TestServerStops(EndToEndTestCase):
         self.assertNotIn("Traceback", self.server.log())
         self.assertEqual(client.received_until_closed(), b"")
 
-        restarted = self.start_server(workdir=self.server.workdir, port=self.server.port)
+        restarted = support.start_server(self, workdir=self.server.workdir,
+                                         port=self.server.port)
         with support.RawClient(restarted.port) as again:
             self.assertEqual(again.login(username), OK)
             self.assertEqual(again.request(H.STATS_REQUEST)["payload"]["count"], 1)

@@ -22,7 +22,6 @@ jamais une mesure fine (voir `tests/stress.py` pour les chiffres).
 """
 
 import collections
-import hashlib
 import json
 import os
 import random
@@ -30,7 +29,6 @@ import re
 import resource
 import select
 import signal
-import struct
 import sys
 import tempfile
 import textwrap
@@ -41,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests import fuzzing, stress, support  # noqa: E402
+from tests import fuzzing, malformed, stress, support  # noqa: E402
 
 import TP4_server  # noqa: E402
 
@@ -50,46 +48,14 @@ glossocket = support.glossocket
 H = gloutils.Headers
 DOMAIN = gloutils.SERVER_DOMAIN
 PASSWORD = support.STRONG_PASSWORD
-MEBIBYTE = 1 << 20
 LOGIN_FAILED = support.LOGIN_FAILED
-INVALID_USERNAME = "Le nom d'utilisateur est invalide."
-_LENGTH = struct.Struct("!I")
+tree = support.tree
 
 
 def email_payload(sender: str, destination: str, subject: str = "Sujet",
                   content: str = "Contenu") -> dict:
     return {"sender": sender, "destination": destination, "subject": subject,
             "date": gloutils.get_current_utc_time(), "content": content}
-
-
-def tree(root: Path, ignore: tuple = ("server.log",)) -> dict:
-    """
-    Instantané d'une arborescence : chemin relatif → empreinte du contenu
-    (ou "dossier"). Le journal du serveur, qui grandit, est ignoré.
-    """
-    snapshot = {}
-    for folder, dirnames, filenames in os.walk(root):
-        for name in dirnames:
-            snapshot[os.path.relpath(os.path.join(folder, name), root)] = "dossier"
-        for name in filenames:
-            path = os.path.join(folder, name)
-            if name in ignore:
-                continue
-            relative = os.path.relpath(path, root)
-            with open(path, "rb") as file:
-                snapshot[relative] = hashlib.sha256(file.read()).hexdigest()
-    return snapshot
-
-
-def frames_until_closed(client: support.RawClient, wait: float = 5.0):
-    """
-    Trames reçues jusqu'à ce que le serveur ferme la connexion, ou None s'il
-    la garde ouverte plus de `wait` secondes.
-    """
-    data = client.received_until_closed(wait)
-    if data is None:
-        return None
-    return [json.loads(body) for body in support.split_frames(bytearray(data))]
 
 
 class HostileTestCase(unittest.TestCase):
@@ -103,9 +69,7 @@ class HostileTestCase(unittest.TestCase):
 
     def start_server(self, *args: str, **options) -> support.ServerProcess:
         """Lance le serveur (options de `support.ServerProcess`), arrêté à la fin du test."""
-        server = support.ServerProcess(*args, **options)
-        self.addCleanup(server.__exit__, None, None, None)
-        return server.start()
+        return support.start_server(self, *args, **options)
 
     @staticmethod
     def accepted(port: int) -> bool:
@@ -229,9 +193,7 @@ class HostileTestCase(unittest.TestCase):
 
     def assertError(self, reply: dict, contains: str = "", msg: str = "") -> str:
         """Un `ERROR` au message clair : jamais l'erreur interne d'une exception."""
-        self.assertEqual(reply.get("header"), H.ERROR, f"{msg} {reply}")
-        message = reply["payload"]["error_message"]
-        self.assertIsInstance(message, str, msg)
+        message = support.assert_error(self, reply, msg=msg)
         self.assertNotEqual(message, TP4_server.INTERNAL_ERROR, msg)
         self.assertIn(contains, message, msg)
         return message
@@ -283,8 +245,8 @@ class FairnessTests(HostileTestCase):
         two_bytes = self.client(server.port)
         two_bytes.send_raw(b"\x00\x00")
         half = self.client(server.port)
-        body = json.dumps({"header": int(H.STATS_REQUEST)}).encode()
-        half.send_raw(_LENGTH.pack(len(body)) + body[:len(body) // 2])
+        whole = support.message_frame(H.STATS_REQUEST)
+        half.send_raw(whole[:support.LENGTH.size + (len(whole) - support.LENGTH.size) // 2])
         self.assertTrue(two_bytes.closed_by_server(wait=8))
         self.assertTrue(half.closed_by_server(wait=8))
         # Une connexion inactive, sans trame commencée, n'est pas coupée.
@@ -293,8 +255,7 @@ class FairnessTests(HostileTestCase):
         # en 5 morceaux sur 0,2 s, dans le délai de 0,5 s, et les 4 ensemble
         # prennent 0,8 s, au-delà.
         slow = self.registered(server.port, "lent")
-        body = json.dumps({"header": int(H.INBOX_READING_REQUEST)}).encode()
-        data = _LENGTH.pack(len(body)) + body
+        data = support.message_frame(H.INBOX_READING_REQUEST)
         step = -(-len(data) // 5)
         started = time.monotonic()
         for _ in range(4):
@@ -312,18 +273,17 @@ class FairnessTests(HostileTestCase):
         bystander = self.registered(server.port, "voisin")
         rss_before = support.process_rss_kib(pid)
         huge = self.client(server.port)
-        huge.send_raw(_LENGTH.pack(2 ** 31))
+        huge.send_raw(support.LENGTH.pack(2 ** 31))
         # Fermée bien avant le délai de trame (10 s par défaut) : le serveur
         # n'attend pas le corps annoncé.
         self.assertTrue(huge.closed_by_server(wait=5))
         self.assertLess(support.process_rss_kib(pid) - rss_before, 20 * 1024)
         over = self.client(server.port)
-        over.send_raw(_LENGTH.pack(4097) + b"{")
+        over.send_raw(support.LENGTH.pack(4097) + b"{")
         self.assertTrue(over.closed_by_server(wait=5))
         # Exactement à la limite : servie.
         at_limit = self.client(server.port)
-        body = json.dumps({"header": int(H.STATS_REQUEST)}).encode()
-        at_limit.send_raw(_LENGTH.pack(4096) + body + b" " * (4096 - len(body)))
+        at_limit.send_raw(support.frame(support.message_text(H.STATS_REQUEST).ljust(4096)))
         self.assertError(at_limit.recv(), "connecté")
         self.assertOk(bystander.request(H.STATS_REQUEST))
         self.assertNoServerException(server)
@@ -364,10 +324,10 @@ class LimitTests(HostileTestCase):
             clients.append(self.client(server.port))
             self.assertError(clients[-1].request(H.STATS_REQUEST), "connecté")
         extra = self.client(server.port)
-        frames = frames_until_closed(extra)
-        self.assertIsNotNone(frames, "La connexion en trop est restée ouverte.")
-        self.assertEqual(len(frames), 1, frames)
-        self.assertError(frames[0], "plein")
+        messages = extra.messages_until_closed()
+        self.assertIsNotNone(messages, "La connexion en trop est restée ouverte.")
+        self.assertEqual(len(messages), 1, messages)
+        self.assertError(messages[0], support.SERVER_FULL)
         for client in clients:
             self.assertError(client.request(H.STATS_REQUEST), "connecté")
         # Une place libérée est reprise.
@@ -454,25 +414,20 @@ class LimitTests(HostileTestCase):
 
 class ConfinementTests(HostileTestCase):
 
-    HOSTILE_USERNAMES = (
-        "..", ".", "a/b", "../x", "../../x", "/tmp/x", "a\\b", "LOST", "lost", "Lost",
-        "a" * 65, "b" * 10_000, "Éloïse", "名前", "", " ", "a b", "a\x00b", "a\nb",
-        "bob\n", "\nbob", "a\rb", "a\tb", "bob\ud800", "~root", "a:b", "a*b",
-    )
-
     def test_hostile_usernames_refused_and_nothing_created(self):
+        """
+        Les noms de `malformed.INVALID_USERNAMES`, à la création comme à la
+        connexion, connecté ou non : refusés, et rien ne bouge, même trois
+        niveaux au-dessus du dossier de travail.
+        """
         outer, workdir = self.nested_workdir()
         server = self.start_server(workdir=workdir)
-        client = self.client(server.port)
-        before = tree(outer)
-        for username in self.HOSTILE_USERNAMES:
-            with self.subTest(username=username[:20]):
-                self.assertError(client.register(username), INVALID_USERNAME)
-                self.assertError(client.login(username), LOGIN_FAILED)
-        self.assertEqual(tree(outer), before)
+        runner = malformed.Runner(self, server, root=outer)
+        runner.run(malformed.cases("nom"))
         # Témoin : un nom valide crée exactement son dossier et son `pass`.
+        client = self.client(server.port)
         self.assertOk(client.register("Qing.Long"))
-        created = set(tree(outer)) - set(before)
+        created = set(tree(outer)) - set(runner.files)
         data = os.path.relpath(server.data_dir, outer)
         self.assertEqual(created, {os.path.join(data, "Qing.Long"),
                                    os.path.join(data, "Qing.Long", "pass")})
@@ -552,79 +507,16 @@ class ConfinementTests(HostileTestCase):
         self.assertNoServerException(server)
 
     def test_ill_typed_payloads_get_error(self):
+        """
+        Les charges utiles de `tests/malformed.py` (authentification, lecture,
+        envoi), connecté ou non : l'`ERROR` prévu, et rien n'est écrit.
+        """
         server = self.start_server()
-        anonymous = self.client(server.port, timeout=5)
-        logged = self.registered(server.port, "alice", timeout=5)
-        # Un courriel dans la boîte : `{"choice": true}` ne doit pas le lire.
-        self.assertOk(logged.send_email(f"alice@{DOMAIN}", f"alice@{DOMAIN}"))
-        big = "a" * MEBIBYTE
-        nested = "[" * 100_000 + "]" * 100_000
-        nested_objects = '{"a":' * 100_000 + "1" + "}" * 100_000
-        email_ = email_payload(f"alice@{DOMAIN}", f"alice@{DOMAIN}")
-
-        def message(header, payload=...):
-            body = {"header": header}
-            if payload is not ...:
-                body["payload"] = payload
-            return json.dumps(body)
-
-        cases = [
-            message("4", {"username": "u", "password": PASSWORD}),
-            message("AUTH_LOGIN"), message(None), message(10.0), message(True),
-            message(False), message([10]), message({"h": 10}), message(0), message(11),
-            message(-1), message(2 ** 64), message(int(H.OK)), message(int(H.ERROR)),
-            '{"payload": {}}', "[]", '"bonjour"', "null", "42", "true", "", " ",
-            "{", '{"header": 10} x', '{"header": NaN}', '{"header": 1e999}',
-            nested, nested_objects, message(int(H.AUTH_REGISTER), json.loads("[" * 50 + "]" * 50)),
-            '{"header": 4, "payload": ' + nested + "}",
-            '{"header": 9, "payload": ' + nested_objects + "}",
-            b"\xff\xfe\xfd", b'{"header": "\xe9"}', b"\x00" * 16,
-        ]
-        for header in (H.AUTH_REGISTER, H.AUTH_LOGIN):
-            cases += [
-                message(int(header)), message(int(header), None), message(int(header), []),
-                message(int(header), "x"), message(int(header), {}),
-                message(int(header), {"username": 1, "password": 2}),
-                message(int(header), {"username": "zoe"}),
-                message(int(header), {"password": PASSWORD}),
-                message(int(header), {"username": None, "password": PASSWORD}),
-                message(int(header), {"username": ["zoe"], "password": PASSWORD}),
-                message(int(header), {"username": "zoe", "password": True}),
-                message(int(header), {"username": big, "password": PASSWORD}),
-                message(int(header), {"username": "zoe", "password": big}),
-                message(int(header), {"username": "zoe\udfff", "password": PASSWORD}),
-            ]
-        for choice in ("1", 1.0, True, False, None, [1], {}, 0, -1, 2 ** 70, 1e308):
-            cases.append(message(int(H.INBOX_READING_CHOICE), {"choice": choice}))
-        cases += [message(int(H.INBOX_READING_CHOICE)),
-                  message(int(H.INBOX_READING_CHOICE), {}),
-                  message(int(H.INBOX_READING_CHOICE), [1]),
-                  message(int(H.EMAIL_SENDING)), message(int(H.EMAIL_SENDING), "x"),
-                  message(int(H.EMAIL_SENDING), [email_])]
-        for key in email_:
-            for value in (1, None, [email_[key]], True, {"a": 1}):
-                cases.append(message(int(H.EMAIL_SENDING), {**email_, key: value}))
-            cases.append(message(int(H.EMAIL_SENDING),
-                                 {k: v for k, v in email_.items() if k != key}))
-        cases += [message(int(H.EMAIL_SENDING), {**email_, "destination": big}),
-                  message(int(H.EMAIL_SENDING), {**email_, "sender": big}),
-                  message(int(H.EMAIL_SENDING), {**email_, "destination": big + f"@{DOMAIN}"})]
-        for index, case in enumerate(cases):
-            data = case.encode("utf-8") if isinstance(case, str) else case
-            for who, client in (("anonyme", anonymous), ("connecté", logged)):
-                # Arrêt au premier écart : une connexion désynchronisée
-                # ferait échouer tous les cas suivants, chacun après un délai.
-                context = f"cas {index} ({who}) : {data[:60]!r}"
-                client.send_raw(_LENGTH.pack(len(data)) + data)
-                try:
-                    reply = client.recv()
-                except glossocket.GLOSocketError as ex:
-                    self.fail(f"{context} : aucune réponse ({ex})")
-                self.assertError(reply, msg=context)
-        self.assertEqual(sorted(path.name for path in server.data_dir.iterdir()),
-                         [gloutils.SERVER_LOST_DIR, "alice"])
+        runner = malformed.Runner(self, server)
+        runner.run(malformed.cases("authentification", "lecture", "envoi"))
         # Une demi-paire de substitution (JSON l'admet) dans un mot de passe
         # bien typé : accepté ou refusé, mais jamais une exception.
+        anonymous = runner.clients[malformed.LOGGED_OUT]
         odd = {"username": "zoe", "password": PASSWORD + "\ud800"}
         registered = anonymous.request(H.AUTH_REGISTER, odd)
         self.assertNotEqual(registered["payload"]["error_message"]
