@@ -598,9 +598,11 @@ class Server:
         max_clients: int = DEFAULT_MAX_CLIENTS,
     ) -> None:
         """
-        Ouvre le socket d'écoute (IPv4, TCP) sur `port` (`gloutils.APP_PORT`
-        par défaut), puis prépare le dossier des données. Quitte le
-        programme avec un code non nul si l'un ou l'autre échoue.
+        Réserve le port `port` (`gloutils.APP_PORT` par défaut, IPv4, TCP),
+        prépare le dossier des données, puis écoute : un client qui se
+        connecte trouve les données prêtes, et un port indisponible ne
+        laisse aucun dossier derrière lui. Quitte le programme avec un code
+        non nul si l'un ou l'autre échoue.
         """
         port = gloutils.APP_PORT if port is None else port
         self._smtp_host = gloutils.SMTP_SERVER if smtp_host is None else smtp_host
@@ -628,7 +630,7 @@ class Server:
         self._stopping = False
 
         try:
-            self._server_socket = self._listen(host, port)
+            self._server_socket = self._bind(host, port)
         except OSError as ex:
             reason = _LISTEN_ERRORS.get(ex.errno, ex.strerror or str(ex))
             sys.exit(f"Impossible d'écouter sur le port {port} : {reason}.")
@@ -637,6 +639,7 @@ class Server:
         except SystemExit:
             self._server_socket.close()
             raise
+        self._server_socket.listen(socket.SOMAXCONN)
         self._fit_max_clients(self._raise_descriptor_limit())
         self._wakeup_reader, self._wakeup_writer = socket.socketpair()
         self._wakeup_reader.setblocking(False)
@@ -955,13 +958,12 @@ class Server:
             self._drop_stalled_frames()
 
     @staticmethod
-    def _listen(host: str, port: int) -> socket.socket:
-        """Ouvre le socket d'écoute non bloquant, avec `SO_REUSEADDR`."""
+    def _bind(host: str, port: int) -> socket.socket:
+        """Le socket d'écoute, non bloquant et lié à son port, avec `SO_REUSEADDR`."""
         server_socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             server_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             server_socket.bind((host, port))
-            server_socket.listen(socket.SOMAXCONN)
             server_socket.setblocking(False)
         except (OSError, OverflowError) as ex:
             server_socket.close()

@@ -97,7 +97,8 @@ class HostileTestCase(unittest.TestCase):
     # son processus d'écriture) : tant que le fichier-drapeau existe, écrire
     # ou synchroniser un fichier ordinaire échoue comme sur un disque plein
     # (« write », « fsync »), le processus meurt juste après un fsync réussi,
-    # avant toute réponse (« mort »), aucun processus ne peut être lancé
+    # avant de publier le courriel (« mort »), ou juste après l'avoir publié,
+    # avant de répondre (« publié »), aucun processus ne peut être lancé
     # (« lancement »), ou la lecture du dossier de bob traîne (« lent »).
     DISK_FAULTS_MODULE = textwrap.dedent("""\
         import errno, os, stat, time
@@ -105,6 +106,7 @@ class HostileTestCase(unittest.TestCase):
         _FLAG = os.environ["GLO_TEST_DISK_FAULT_FLAG"]
         _VARIANT = os.environ["GLO_TEST_DISK_FAULT"]
         _real_write, _real_fsync, _real_scandir = os.write, os.fsync, os.scandir
+        _real_link = os.link
 
 
         def _faulty(descriptor):
@@ -130,6 +132,12 @@ class HostileTestCase(unittest.TestCase):
                 os._exit(9)
 
 
+        def _link_then_die(source, destination, **kwargs):
+            _real_link(source, destination, **kwargs)
+            if os.path.exists(_FLAG):
+                os._exit(9)
+
+
         def _slow_scandir(path="."):
             while os.path.exists(_FLAG) and os.path.basename(os.fspath(path)) == "bob":
                 time.sleep(0.01)
@@ -142,6 +150,8 @@ class HostileTestCase(unittest.TestCase):
             os.fsync = _full_fsync
         elif _VARIANT == "mort":
             os.fsync = _fsync_then_die
+        elif _VARIANT == "publié":
+            os.link = _link_then_die
         elif _VARIANT == "lent":
             os.scandir = _slow_scandir
         else:
@@ -560,20 +570,20 @@ class CrashSafetyTests(HostileTestCase):
     def plant_interrupted_writes(folder: Path, rng: random.Random) -> None:
         """
         Ajoute ce qu'une panne peut laisser à coup sûr, quel que soit l'instant
-        tiré : un courriel coupé au milieu de l'écriture et un autre créé mais
-        vide (jamais confirmés), un temporaire complet et un temporaire coupé
-        (remplacement d'un fichier `pass` interrompu).
+        tiré : le fichier caché d'un courriel complet dont le lien s'est perdu
+        (à publier au démarrage), celui d'un courriel coupé au milieu de
+        l'écriture et un vide (à effacer), et les temporaires complet et coupé
+        d'un remplacement de fichier `pass` interrompu (à effacer).
         """
-        emails = sorted(path for path in folder.iterdir()
-                        if path.name.endswith(".json"))
-        if not emails:
-            return
-        content = rng.choice(emails).read_bytes()
         now = time.time_ns()
-        (folder / f"{now:020d}.json").write_bytes(content[: len(content) // 2])
-        (folder / f"{now + 1:020d}.json").write_bytes(b"")
-        (folder / f".tmp-{now + 2}").write_bytes(content)
-        (folder / f".tmp-{now + 3}").write_bytes(content[: len(content) // 2])
+        complete = json.dumps(email_payload(
+            f"puits@{DOMAIN}", f"puits@{DOMAIN}", f"(récupéré {now})", "corps")).encode()
+        (folder / f".tmp-{now:020d}.json").write_bytes(complete)
+        (folder / f".tmp-{now + 1:020d}.json").write_bytes(
+            complete[: rng.randrange(1, len(complete))])
+        (folder / f".tmp-{now + 2:020d}.json").write_bytes(b"")
+        (folder / f".tmp-{now + 3}").write_bytes(b"0" * support.DIGEST_SIZE)
+        (folder / f".tmp-{now + 4}").write_bytes(b"0" * rng.randrange(support.DIGEST_SIZE))
 
     def write_until_killed(self, server, round_: int, delay: float,
                            acknowledged: dict, accounts: set) -> None:
@@ -615,10 +625,12 @@ class CrashSafetyTests(HostileTestCase):
 
     def check_durable(self, server, acknowledged: dict, accounts: set, checked: set) -> None:
         """
-        Après un redémarrage : chaque compte confirmé se connecte, chaque
+        Après un redémarrage : aucun fichier illisible ni temporaire ne
+        reste dans les dossiers, chaque compte confirmé se connecte, chaque
         courriel confirmé est listé une seule fois et se lit, et la liste
-        compte exactement les fichiers de courriel valides du dossier.
+        compte exactement les fichiers de courriel du dossier.
         """
+        self.assertEqual(self.unreadable_files(server.data_dir), [])
         for name in sorted(accounts):
             with support.RawClient(server.port) as client:
                 self.assertOk(client.login(name))
@@ -632,8 +644,7 @@ class CrashSafetyTests(HostileTestCase):
                 self.assertEqual(expected - set(found), set(), f"{name} : perdus")
                 stats = self.assertOk(client.request(H.STATS_REQUEST))["payload"]
                 self.assertEqual(stats["count"], len(lines))
-                folder = server.data_dir / name
-                self.assertEqual(self.valid_email_files(folder), len(lines))
+                self.assertEqual(self.email_files(server.data_dir / name), len(lines))
                 for number, line in enumerate(lines, start=1):
                     subjects = self.SUBJECT.findall(line)
                     if not subjects or subjects[0] not in expected or subjects[0] in checked:
@@ -645,21 +656,33 @@ class CrashSafetyTests(HostileTestCase):
                     checked.add(subjects[0])
 
     @staticmethod
-    def valid_email_files(folder: Path) -> int:
-        """Fichiers de courriel complets du dossier, hors temporaires."""
-        count = 0
-        for path in folder.iterdir():
-            if path.name == gloutils.PASSWORD_FILENAME or path.name.startswith(".tmp-"):
+    def email_files(folder: Path) -> int:
+        return sum(1 for path in folder.iterdir() if path.name != gloutils.PASSWORD_FILENAME)
+
+    @staticmethod
+    def unreadable_files(data_dir: Path) -> list:
+        """
+        Ce que personne ne doit trouver dans le dossier des données : un
+        temporaire, un `pass` qui n'est pas une empreinte, ou un fichier de
+        courriel qui n'est pas le JSON complet d'un courriel.
+        """
+        unreadable = []
+        for path in sorted(path for folder in data_dir.iterdir() if folder.is_dir()
+                           for path in folder.iterdir()):
+            if path.name == gloutils.PASSWORD_FILENAME:
+                if len(path.read_bytes()) != support.DIGEST_SIZE:
+                    unreadable.append(path)
                 continue
             try:
-                content = json.loads(path.read_text(encoding="utf-8"))
+                content = json.loads(path.read_bytes())
             except ValueError:
-                continue
-            if isinstance(content, dict) and all(
-                    isinstance(content.get(key), str)
-                    for key in gloutils.EmailContentPayload.__annotations__):
-                count += 1
-        return count
+                content = None
+            if not (path.name.endswith(".json") and not path.name.startswith(".")
+                    and isinstance(content, dict)
+                    and sorted(content) == sorted(gloutils.EmailContentPayload.__annotations__)
+                    and all(isinstance(value, str) for value in content.values())):
+                unreadable.append(path)
+        return unreadable
 
 
 class DiskFaultTests(HostileTestCase):
@@ -848,24 +871,47 @@ class WriterProcessTests(HostileTestCase):
         self.assertEqual(self.subjects(bob), ["apres"])
         self.assertNoServerException(server)
 
-    def test_email_written_before_the_writer_died_is_listed(self):
+    def bob_files(self, server: support.ServerProcess) -> list:
+        return sorted(os.listdir(server.data_dir / "bob"))
+
+    def test_writer_dying_before_publishing_leaves_nothing(self):
         """
-        Le processus meurt entre le fsync et sa réponse : l'expéditeur reçoit
-        un `ERROR`, mais le courriel est sur le disque, donc listé et compté.
+        Le processus meurt entre le fsync et la publication : l'expéditeur
+        reçoit un `ERROR`, et rien du courriel ne reste, ni listé ni caché.
         """
         server, dying = self.start_with_disk_fault("mort")
         alice = self.registered(server.port, "alice")
         bob = self.registered(server.port, "bob")
         self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "avant"))
-        self.assertEqual(self.subjects(bob), ["avant"])
+        files = self.bob_files(server)
         dying.touch()
         self.assertIn("n'a pas pu être enregistré", self.assertError(
             alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "orphelin")))
         dying.unlink()
-        self.assertEqual(self.subjects(bob), ["orphelin", "avant"])
-        self.assertEqual(self.assertOk(bob.request(H.STATS_REQUEST))["payload"]["count"], 2)
+        self.assertEqual(self.bob_files(server), files)
+        self.assertEqual(self.subjects(bob), ["avant"])
         self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "apres"))
-        self.assertEqual(self.subjects(bob), ["apres", "orphelin", "avant"])
+        self.assertEqual(self.subjects(bob), ["apres", "avant"])
+        self.assertNoServerException(server)
+
+    def test_writer_dying_after_publishing_confirms(self):
+        """
+        Le processus meurt après avoir publié le courriel, avant de répondre :
+        le courriel est complet et durable sur le disque, donc `OK`, listé,
+        compté, et aucun fichier caché ne traîne.
+        """
+        server, dying = self.start_with_disk_fault("publié")
+        alice = self.registered(server.port, "alice")
+        bob = self.registered(server.port, "bob")
+        self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "avant"))
+        dying.touch()
+        self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "publie"))
+        dying.unlink()
+        self.assertEqual(self.subjects(bob), ["publie", "avant"])
+        self.assertEqual(self.assertOk(bob.request(H.STATS_REQUEST))["payload"]["count"], 2)
+        self.assertEqual([name for name in self.bob_files(server) if name.startswith(".")], [])
+        self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"bob@{DOMAIN}", "apres"))
+        self.assertEqual(self.subjects(bob), ["apres", "publie", "avant"])
         self.assertNoServerException(server)
 
 
@@ -878,8 +924,8 @@ class MailboxLoadingTests(HostileTestCase):
     def test_large_email_read_back_whole(self):
         server = self.start_server()
         alice = self.registered(server.port, "alice")
-        content = "".join(f"ligne {number} é€😀\n" for number in range(2000))
-        self.assertGreater(len(content.encode("utf-8")), TP4_server._CACHED_EMAIL_MAX)
+        content = "".join(f"ligne {number} é€😀\n" for number in range(5000))
+        self.assertGreater(len(content.encode("utf-8")), TP4_server._INLINE_READ_MAX)
         sent = email_payload(f"alice@{DOMAIN}", f"alice@{DOMAIN}", "gros", content)
         self.assertOk(alice.request(H.EMAIL_SENDING, sent))
         self.assertOk(alice.send_email(f"alice@{DOMAIN}", f"alice@{DOMAIN}", "petit"))

@@ -196,5 +196,29 @@ class TestOperatorLog(unittest.TestCase):
             self.assertRegex(line, r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")
 
 
+class TestOtherEditionsClients(unittest.TestCase):
+    """Des clients d'autres éditions envoient `"choice": "1"` : lu comme l'entier 1."""
+
+    def test_choice_as_ascii_digits(self):
+        with support.ServerProcess() as server, support.RawClient(server.port) as client:
+            self.assertEqual(client.register("alice"), {"header": H.OK})
+            self.assertEqual(client.send_email("alice@glo2000.ca", "alice@glo2000.ca",
+                                               "Bonjour"), {"header": H.OK})
+            email_ = client.request(H.INBOX_READING_CHOICE, {"choice": 1})
+            self.assertEqual(email_["header"], H.OK)
+            for choice in ("1", "01"):
+                with self.subTest(choice=choice):
+                    self.assertEqual(client.request(H.INBOX_READING_CHOICE,
+                                                    {"choice": choice}), email_)
+            self.assertEqual(client.request(H.INBOX_READING_CHOICE, {"choice": "2"}),
+                             {"header": H.ERROR,
+                              "payload": {"error_message": "Le courriel #2 n'existe pas."}})
+            for choice in (" 1", "1 ", "1.0", "-1", "+1", "١", "1e0", "", True, 1.0, None):
+                with self.subTest(choice=choice):
+                    self.assertEqual(client.request(H.INBOX_READING_CHOICE, {"choice": choice}),
+                                     {"header": H.ERROR,
+                                      "payload": {"error_message": "Requête invalide."}})
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -673,14 +673,14 @@ class TestConnections(LoopbackTestCase):
 
     def test_template_defaults(self):
         """`Server()` sans argument : toutes les interfaces, `APP_PORT`, `SMTP_SERVER`:25."""
-        real_listen = TP4_server.Server._listen
+        real_bind = TP4_server.Server._bind
         requested = []
 
-        def listen(host, port):
+        def bind(host, port):
             requested.append((host, port))
-            return real_listen(support.LOOPBACK, 0)
+            return real_bind(support.LOOPBACK, 0)
 
-        with mock.patch.object(TP4_server.Server, "_listen", staticmethod(listen)):
+        with mock.patch.object(TP4_server.Server, "_bind", staticmethod(bind)):
             server = TP4_server.Server()
         self.addCleanup(server.cleanup)
         self.assertEqual(requested, [("", gloutils.APP_PORT)])
