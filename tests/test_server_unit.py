@@ -817,8 +817,8 @@ class TestWriterProcessFaults(RunLoopTestCase):
     processus ne reste, et le suivant sert normalement.
     """
 
-    # Remplace `_WRITER_PROGRAM` : lit les demandes, répond `REPLY` à la
-    # première (rien si elle est vide), puis se tait.
+    # Remplace `_WRITER_PROGRAM` : lit les demandes, répond `REPLY` (rien
+    # si elle est vide), puis se tait.
     FAKE_WRITER = textwrap.dedent("""\
         import socket, sys, time
         channel = socket.socket(fileno=int(sys.argv[2]))
