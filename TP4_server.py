@@ -555,7 +555,7 @@ _data_locks: dict[tuple[int, int], list] = {}
 _data_locks_guard = threading.Lock()
 
 
-class DataFolderBusy(Exception):
+class _DataFolderBusy(Exception):
     """Un autre processus vivant sert déjà ce dossier de données."""
 
 
@@ -564,7 +564,7 @@ def _lock_data_folder(folder: str) -> tuple[int, int]:
     Réserve `folder` à ce processus (flock exclusif sur le dossier). Le
     verrou passe au processus d'écriture : un nouveau serveur n'indexe
     jamais un dossier qu'un autre processus vivant peut encore modifier.
-    Lève `DataFolderBusy` après `_DATA_LOCK_WAIT` secondes d'attente.
+    Lève `_DataFolderBusy` après `_DATA_LOCK_WAIT` secondes d'attente.
     Renvoie la clé à donner à `_unlock_data_folder`.
     """
     descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
@@ -583,7 +583,7 @@ def _lock_data_folder(folder: str) -> tuple[int, int]:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     os.close(descriptor)
-                    raise DataFolderBusy(folder) from None
+                    raise _DataFolderBusy(folder) from None
                 time.sleep(0.05)
         _data_locks[key] = [descriptor, 1]
         return key
@@ -862,6 +862,7 @@ class Server:
                 smtp.send_message(message)
         except (OSError, ValueError) as ex:  # smtplib.SMTPException est une OSError.
             if self._stopping:
+                logger.warning("Relais SMTP vers %s abandonné : arrêt du serveur.", destination)
                 return _error("Le serveur s'arrête : le courriel n'a pas été relayé.")
             reply = _error(self._relay_failure(ex, destination, relay))
             logger.warning("Échec du relais vers %s : %s (%s)",
@@ -918,15 +919,15 @@ class Server:
         du relais : l'arrêt du serveur peut ainsi la couper.
         """
         if smtplib.SMTP is _STANDARD_SMTP:
-            return functools.partial(_TrackedSMTP, self._relays)
+            return functools.partial(_TrackedSMTP, self._relays, lambda: self._stopping)
         return smtplib.SMTP
 
     def _abandon_relays(self) -> None:
-        """À l'arrêt : coupe les relais en cours plutôt que d'attendre leur délai."""
-        relays = list(self._relays)
-        if relays:
-            logger.warning("Arrêt : %d relais SMTP en cours abandonné(s).", len(relays))
-        for relay_socket in relays:
+        """
+        À l'arrêt : coupe les relais en cours plutôt que d'attendre leur délai ;
+        chacun journalise son abandon avant la dernière ligne, « Serveur arrêté. ».
+        """
+        for relay_socket in list(self._relays):
             try:
                 relay_socket.shutdown(socket.SHUT_RDWR)
             except OSError:
@@ -1385,7 +1386,7 @@ class Server:
         try:
             os.makedirs(self._lost_dir(), exist_ok=True)
             data_lock = _lock_data_folder(data_dir)
-        except DataFolderBusy:
+        except _DataFolderBusy:
             sys.exit(f"Le dossier {data_dir} est déjà utilisé par un autre serveur.")
         except OSError as ex:
             sys.exit(f"Impossible de préparer le dossier {data_dir} : {_disk_error(ex)}.")
@@ -1634,15 +1635,23 @@ _STANDARD_SMTP = smtplib.SMTP
 
 
 class _TrackedSMTP(smtplib.SMTP):
-    """Connexion SMTP inscrite dans `relays` de son ouverture à sa fermeture."""
+    """
+    Connexion SMTP inscrite dans `relays` de son ouverture à sa fermeture ;
+    ouverte alors que le serveur s'arrête déjà (`stopping()`), elle est
+    coupée aussitôt : l'arrêt ne l'a peut-être pas vue passer.
+    """
 
-    def __init__(self, relays: set, *args, **kwargs) -> None:
+    def __init__(self, relays: set, stopping: typing.Callable[[], bool],
+                 *args, **kwargs) -> None:
         self._relays = relays
+        self._stopping = stopping
         super().__init__(*args, **kwargs)
 
     def _get_socket(self, host, port, timeout):
         relay_socket = super()._get_socket(host, port, timeout)
         self._relays.add(relay_socket)
+        if self._stopping():
+            relay_socket.shutdown(socket.SHUT_RDWR)
         return relay_socket
 
     def close(self) -> None:

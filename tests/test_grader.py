@@ -947,19 +947,10 @@ class TestOneServerPerDataFolder(unittest.TestCase):
 
     def test_second_process_refused(self):
         first = self.start_first()
-        port = support.free_port()
-        second = subprocess.Popen(
-            [sys.executable, str(support.SERVER_SCRIPT), "--host", LOOPBACK, "--port", str(port)],
-            cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE)
-        self.addCleanup(_stop_process, second)
-        # Il écoute d'abord (le dossier n'est touché qu'une fois l'écoute
-        # réussie), puis trouve le dossier pris et s'arrête.
-        self.assertTrue(wait_until(lambda: second.poll() is not None, TIMEOUT),
-                        "Le second serveur tourne sur le même dossier de données.")
+        # Le second réserve son port, trouve le dossier pris et s'arrête.
+        second = support.ServerProcess(workdir=self.workdir).run_until_exit(timeout=TIMEOUT)
         self.assertNotEqual(second.returncode, 0)
-        _, stderr = second.communicate(timeout=TIMEOUT)
-        lines = stderr.decode("utf-8", "replace").strip().splitlines()
+        lines = second.stderr.strip().splitlines()
         self.assertEqual(len(lines), 1, lines)
         self.assertNotIn("Traceback", lines[0])
         self.assertIn(gloutils.SERVER_DATA_DIR, lines[0])

@@ -25,11 +25,9 @@ H = gloutils.Headers
 ENGLISH = ("usage:", "error:", "invalid", "show this help", "expected", "Traceback")
 
 
-def run_server(*args: str, cwd: str) -> subprocess.CompletedProcess:
-    """`TP4_server.py` lancé avec `args`, qui doit s'arrêter de lui-même."""
-    return subprocess.run([sys.executable, str(support.SERVER_SCRIPT), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=30,
-                          stdin=subprocess.DEVNULL)
+def run_server(*args: str, cwd: str, port: "int | None" = None) -> subprocess.CompletedProcess:
+    """`TP4_server.py` lancé avec `args` dans `cwd`, qui doit s'arrêter de lui-même."""
+    return support.ServerProcess(*args, workdir=cwd, port=port).run_until_exit(timeout=30)
 
 
 class TestCommandLine(unittest.TestCase):
@@ -94,7 +92,7 @@ class TestFailedStart(unittest.TestCase):
             taken.bind((support.LOOPBACK, 0))
             taken.listen()
             port = taken.getsockname()[1]
-            result = run_server("--host", support.LOOPBACK, "--port", str(port), cwd=workdir)
+            result = run_server(cwd=workdir, port=port)
             self.assertNotEqual(result.returncode, 0)
             self.assertEqual(result.stderr.strip(),
                              f"Impossible d'écouter sur le port {port} : "
@@ -104,7 +102,7 @@ class TestFailedStart(unittest.TestCase):
     def test_address_not_available(self):
         with tempfile.TemporaryDirectory() as workdir:
             port = support.free_port()
-            result = run_server("--host", "192.0.2.1", "--port", str(port), cwd=workdir)
+            result = run_server("--host", "192.0.2.1", cwd=workdir, port=port)
             self.assertNotEqual(result.returncode, 0)
             self.assertEqual(result.stderr.strip(),
                              f"Impossible d'écouter sur le port {port} : "
@@ -137,8 +135,8 @@ class TestShutdown(unittest.TestCase):
                 lines = server.log().splitlines()
                 self.assertEqual(server.process.returncode, 0)
                 self.assertTrue(lines[-1].endswith("Serveur arrêté."), lines[-1])
-                self.assertEqual(sum("1 relais SMTP en cours abandonné" in line
-                                     for line in lines), 1, lines)
+                self.assertEqual(sum("Relais SMTP vers bob@exemple.com abandonné : arrêt du "
+                                     "serveur." in line for line in lines), 1, lines)
                 self.assertNotIn("Échec du relais", server.log())
                 self.assertNotIn("Traceback", server.log())
 
@@ -218,6 +216,25 @@ class TestOtherEditionsClients(unittest.TestCase):
                     self.assertEqual(client.request(H.INBOX_READING_CHOICE, {"choice": choice}),
                                      {"header": H.ERROR,
                                       "payload": {"error_message": "Requête invalide."}})
+
+
+class TestReadme(unittest.TestCase):
+    """Le README se suffit : le protocole y est, rien ne renvoie hors du dépôt."""
+
+    def test_stands_alone(self):
+        readme = (support.ROOT / "README.md").read_text(encoding="utf-8")
+        self.assertNotIn("../shared", readme)
+        self.assertIn("## Protocole", readme)
+        for header in gloutils.Headers:
+            self.assertRegex(readme, rf"\| `{header.name}` \| {int(header)} \|")
+        for payload in (gloutils.AuthPayload, gloutils.EmailContentPayload,
+                        gloutils.EmailChoicePayload, gloutils.StatsPayload,
+                        gloutils.EmailListPayload, gloutils.ErrorPayload):
+            for key in payload.__annotations__:
+                self.assertIn(f"`{key}`", readme)
+        for command in ("python3 TP4_server.py", "python3 TP4_client.py -d 127.0.0.1",
+                        "python3 -m unittest discover -s tests -v"):
+            self.assertIn(command, readme)
 
 
 if __name__ == "__main__":

@@ -107,14 +107,7 @@ class ServerTestCase(unittest.TestCase):
 
     def assert_error(self, reply, message=None):
         """`reply` est un `ERROR` portant un message (celui-là, s'il est donné)."""
-        self.assertEqual(reply["header"], H.ERROR)
-        self.assertEqual(list(reply["payload"]), ["error_message"])
-        error = reply["payload"]["error_message"]
-        self.assertIsInstance(error, str)
-        self.assertTrue(error)
-        if message is not None:
-            self.assertEqual(error, message)
-        return error
+        return support.assert_error(self, reply, message)
 
     def send(self, payload, server=None):
         return (server or self.server)._send_email(payload)
