@@ -803,6 +803,44 @@ class TestRun(RunLoopTestCase):
 
 
 
+class TestSendingInTheLoop(RunLoopTestCase):
+    """
+    Un envoi interne rejoué dans la boucle (`_Replay`) : la réponse est celle
+    de `_send_email`, appelée une seule fois quand un correcteur l'observe,
+    et un courriel écrit est indexé même si son expéditeur est parti.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.start()
+        port = self.server._server_socket.getsockname()[1]
+        self.alice = support.RawClient(port)
+        self.bob = support.RawClient(port)
+        for client in (self.alice, self.bob):
+            self.addCleanup(client.close)
+        self.assertEqual(self.alice.register("alice"), OK)
+        self.assertEqual(self.bob.register("bob"), OK)
+        self.assertEqual(self.bob.request(H.STATS_REQUEST)["header"], H.OK)  # Index chargé.
+
+    def test_observed_method_called_once(self):
+        original = TP4_server.Server._send_email
+        with mock.patch.object(TP4_server.Server, "_send_email", autospec=True,
+                               side_effect=original) as spy:
+            self.assertEqual(self.alice.send_email("alice@glo2000.ca", "bob@glo2000.ca"), OK)
+        spy.assert_called_once()
+        self.assertEqual(self.bob.request(H.STATS_REQUEST)["payload"]["count"], 1)
+
+    def test_sender_gone_before_the_write_is_done(self):
+        self.alice.send(H.EMAIL_SENDING, email_to("bob@glo2000.ca", sender="alice@glo2000.ca"))
+        self.alice.abort()
+        deadline = time.monotonic() + 5
+        while self.bob.request(H.STATS_REQUEST)["payload"]["count"] != 1:
+            self.assertLess(time.monotonic(), deadline, "Courriel écrit mais jamais indexé.")
+            time.sleep(0.02)
+        files = [name for name in os.listdir(self.data_dir / "bob") if name.endswith(".json")]
+        self.assertEqual(len(files), 1)
+
+
 class TestWriterProcessFaults(RunLoopTestCase):
     """
     Un processus d'écriture qui répond de travers ou se tait : chaque envoi
