@@ -21,11 +21,12 @@ Le fichier se lit de haut en bas :
 5. la ligne de commande.
 
 Une méthode qui attendrait le disque ou le relais SMTP (création de compte,
-connexion, envoi, premier chargement d'une boîte, lecture d'un gros
+connexion, relais, premier chargement d'une boîte, lecture d'un gros
 courriel) s'exécute dans un fil : seul son client attend sa réponse, la
 boucle continue de servir les autres. Les courriels sont écrits par un
 processus d'écriture, pour que leurs `fsync` ne disputent pas à la boucle
-le verrou global de Python.
+le verrou global de Python ; un envoi interne s'exécute dans la boucle, se
+suspend sur son écriture et se rejoue quand elle est faite (`_Replay`).
 """
 
 import argparse
@@ -98,6 +99,10 @@ _LOADER_WORKERS = 8
 # seize, le processus seul plafonne vers 2 000 courriels/s ; à soixante-
 # quatre, vers 4 300, mesuré ici).
 _DISK_WORKERS = 16
+# Les derniers courriels livrés ou lus restent en mémoire, jusqu'à ce total :
+# la plupart des lectures en épargnent le disque, et la mémoire reste bornée
+# quel que soit le courrier stocké.
+_RECENT_EMAILS_BYTES = 4 * 1024 * 1024
 # Un courriel plus gros est relu par un fil plutôt que dans la boucle.
 _INLINE_READ_MAX = 64 * 1024
 # Attente du verrou du dossier des données : le processus d'écriture d'un
@@ -452,6 +457,40 @@ class _Mailbox:
         return None
 
 
+class _RecentEmails:
+    """
+    Le contenu des derniers courriels livrés ou lus, par chemin, jusqu'à
+    `limit` octets ; les plus anciens sortent d'abord. Un courriel ne change
+    jamais une fois publié : rien à invalider.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._entries: collections.OrderedDict = collections.OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, path: str) -> typing.Optional[dict]:
+        with self._lock:
+            entry = self._entries.get(path)
+            if entry is None:
+                return None
+            self._entries.move_to_end(path)
+            return entry[0]
+
+    def put(self, path: str, content: dict, size: int) -> None:
+        if size > self._limit // 64:
+            return  # Un gros courriel chasserait tous les autres.
+        with self._lock:
+            if path in self._entries:
+                return
+            self._entries[path] = (content, size)
+            self._size += size
+            while self._size > self._limit:
+                _, (_, evicted) = self._entries.popitem(last=False)
+                self._size -= evicted
+
+
 # ----------------------------------------------------------------------
 # Fichiers : publication atomique, récupération, verrou du dossier
 # ----------------------------------------------------------------------
@@ -687,6 +726,7 @@ class Server:
         self._accounts: dict[str, str] = {}
         self._accounts_lock = threading.Lock()
         self._mailboxes: dict[str, _Mailbox] = {}
+        self._recent_emails = _RecentEmails(_RECENT_EMAILS_BYTES)
         self._mailbox_locks: dict[str, threading.Lock] = collections.defaultdict(
             threading.Lock)
         self._relays: set[socket.socket] = set()
@@ -749,9 +789,11 @@ class Server:
         self._abandon_relays()
         for pool in self._pools.values():
             pool.shutdown(wait=False, cancel_futures=True)
-        for pool in self._pools.values():
-            pool.shutdown(wait=True)  # Livraisons commencées : bornées par _WRITE_TIMEOUT.
+        # Les écritures confiées se terminent ici, ce qui libère les fils qui
+        # les attendent ; les fils, eux, sont bornés par les délais du relais.
         self._disk_writer.close()
+        for pool in self._pools.values():
+            pool.shutdown(wait=True)
         self._server_socket.close()
         self._wakeup_reader.close()
         self._wakeup_writer.close()
@@ -839,7 +881,12 @@ class Server:
             return _disk_access_error(ex)
         if entry is None:
             return _error(f"Le courriel #{choice} n'existe pas.")
-        content = _read_email_file(os.path.join(self._user_dir(username), entry.filename))
+        path = os.path.join(self._user_dir(username), entry.filename)
+        content = self._recent_emails.get(path)
+        if content is None:
+            content = _read_email_file(path)
+            if content is not None:
+                self._recent_emails.put(path, content, entry.size)
         if content is None:
             logger.error("Courriel %s de %s illisible.", entry.filename, username)
             return _error(f"Le courriel #{choice} est illisible.")
@@ -885,6 +932,7 @@ class Server:
                         _loggable(destination), gloutils.SERVER_LOST_DIR)
             return _error(f"Le destinataire {_shorten(destination)} n'existe pas.")
         mailbox.add(_index_entry(filename, len(data), content))
+        self._recent_emails.put(os.path.join(folder, filename), content, len(data))
         logger.info("Courriel de %s livré à %s", _loggable(payload["sender"]), recipient)
         return _ok()
 
@@ -1368,24 +1416,21 @@ class Server:
         entry = self._mailbox(username).by_number(payload["choice"])
         return self._pools["load"] if entry and entry.size > _INLINE_READ_MAX else None
 
-    def _sending_pool(self, _client_soc,
-                      payload: gloutils.EmailContentPayload) -> concurrent.futures.Executor:
+    def _sending_pool(self, _client_soc, payload: gloutils.EmailContentPayload):
         """
-        Un envoi attend le relais SMTP ou l'écriture durable : toujours hors
-        de la boucle ; d'abord chargé, l'index d'un destinataire inconnu de
-        la mémoire fait de l'envoi un chargement.
+        Un envoi attend le relais SMTP (dans un fil) ou l'écriture durable.
+        Vers un destinataire dont l'index est en mémoire, notre `_send_email`
+        se rejoue dans la boucle (`_REPLAYED`) ; sinon l'index se charge
+        d'abord, dans un fil, et une méthode remplacée s'exécute dans un fil.
         """
         destination = payload["destination"]
-        if not _is_valid_address(destination):
-            return self._pools["delivery"]
-        if _is_external(destination):
-            return self._pools["relay"]
-        recipient = self._accounts.get(destination.rpartition("@")[0].lower())
-        if recipient is not None and not self._has_index(recipient):
-            return self._pools["load"]
-        if self._is_replay_safe("_send_email"):
-            return _REPLAYED
-        return self._pools["delivery"]
+        if _is_valid_address(destination):
+            if _is_external(destination):
+                return self._pools["relay"]
+            recipient = self._accounts.get(destination.rpartition("@")[0].lower())
+            if recipient is not None and not self._has_index(recipient):
+                return self._pools["load"]
+        return _REPLAYED if self._is_replay_safe("_send_email") else self._pools["delivery"]
 
     def _is_replay_safe(self, name: str) -> bool:
         """
