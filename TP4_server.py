@@ -206,8 +206,10 @@ def _shorten(text: str, limit: int = 80) -> str:
 
 def _loggable(text: str) -> str:
     """Un texte du client cité au journal : abrégé, caractères de contrôle échappés."""
-    return "".join(char if char.isprintable() else ascii(char)[1:-1]
-                   for char in _shorten(text, 64))
+    text = _shorten(text, 64)
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
 def _password_digest(password: str) -> str:
@@ -516,12 +518,16 @@ def _new_email_name() -> str:
     return f"{_arrivals.next():020d}{_EMAIL_SUFFIX}"
 
 
-def _write_all(descriptor: int, data: bytes) -> None:
-    """Écrit tout `data` dans le fichier ouvert, puis le synchronise sur le disque."""
-    remaining = memoryview(data)
-    while remaining:
-        remaining = remaining[os.write(descriptor, remaining):]
-    os.fsync(descriptor)
+def _write_new_file(path: str, data: bytes) -> None:
+    """Crée `path` (jamais par-dessus un fichier), y écrit `data` et le synchronise."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        remaining = memoryview(data)
+        while remaining:
+            remaining = remaining[os.write(descriptor, remaining):]
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _discard_quietly(path: str) -> None:
@@ -550,12 +556,8 @@ def _publish_email(folder: str, filename: str, data: bytes) -> None:
     suivant (`_recover_interrupted_writes`) ; un courriel confirmé survit.
     """
     temporary = os.path.join(folder, _TEMP_PREFIX + filename)
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        try:
-            _write_all(descriptor, data)
-        finally:
-            os.close(descriptor)
+        _write_new_file(temporary, data)
         os.link(temporary, os.path.join(folder, filename))
     finally:
         _discard_quietly(temporary)
@@ -578,12 +580,8 @@ def _write_file(folder: str, filename: str, data: bytes) -> None:
     fichier caché synchronisé, renommé, puis dossier synchronisé.
     """
     temporary = os.path.join(folder, f"{_TEMP_PREFIX}{_arrivals.next()}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        try:
-            _write_all(descriptor, data)
-        finally:
-            os.close(descriptor)
+        _write_new_file(temporary, data)
         os.replace(temporary, os.path.join(folder, filename))
     except OSError:
         _discard_quietly(temporary)
@@ -2330,6 +2328,8 @@ def _main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # Le format n'en montre rien : chaque ligne du journal s'épargne ces appels.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     server = Server(
         args.host,
         args.port,
