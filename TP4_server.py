@@ -94,10 +94,9 @@ _ACCEPT_BACKOFF = 0.1
 _RELAY_WORKERS = 8
 _ACCOUNT_WORKERS = 8
 _LOADER_WORKERS = 8
-# Livraisons internes simultanées : autant d'écritures en cours dans le
-# processus d'écriture, dont le système de fichiers regroupe les fsync (à
-# seize, le processus seul plafonne vers 2 000 courriels/s ; à soixante-
-# quatre, vers 4 300, mesuré ici).
+# Fils du processus d'écriture : autant de fsync simultanés, que le système
+# de fichiers regroupe (16, 32 ou 64 : même débit du mélange `mixed`, mesuré
+# ici). Aussi le nombre de fils des livraisons qui ne se rejouent pas.
 _DISK_WORKERS = 16
 # Les derniers courriels livrés ou lus restent en mémoire, jusqu'à ce total :
 # la plupart des lectures en épargnent le disque, et la mémoire reste bornée
@@ -109,7 +108,8 @@ _INLINE_READ_MAX = 64 * 1024
 # serveur tué le rend dès qu'il a constaté la mort de son serveur.
 _DATA_LOCK_WAIT = 3.0
 # Délai d'une écriture confiée au processus d'écriture ; au-delà, il est
-# tué et l'écriture échoue : aucun envoi n'attend sans fin.
+# tué et l'écriture refaite une fois, puis abandonnée : aucun envoi
+# n'attend sans fin.
 _WRITE_TIMEOUT = 10.0
 # Délai laissé au processus d'écriture pour finir ses écritures à l'arrêt.
 _WRITER_STOP_TIMEOUT = 10.0
@@ -143,6 +143,7 @@ _DISK_ERRORS = {
     errno.EMFILE: "trop de fichiers ouverts",
     errno.ENFILE: "trop de fichiers ouverts",
     errno.ETIMEDOUT: "écriture trop lente",
+    errno.ESHUTDOWN: "le serveur s'arrête",
 }
 
 _LISTEN_ERRORS = {
@@ -1511,7 +1512,6 @@ class Server:
             if client_soc in self._connections and connection.reading:
                 self._process_frames(client_soc)
 
-
     # ------------------------------------------------------------------
     # Stockage sur disque
     # ------------------------------------------------------------------
@@ -1658,6 +1658,7 @@ class Server:
         if self._serving and not on_loop:
             return self._disk_writer.store(folder, data)
         return _publish_new_email(folder, data)
+
 
 class _Suspended(BaseException):
     """
