@@ -119,7 +119,7 @@ _DOMAIN = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _ADDRESS = re.compile(rf"([^@\s\x00-\x1f\x7f]+)@({_DOMAIN}(?:\.{_DOMAIN})*)")
 _ADDRESS_MAX = 254
 _EMAIL_SUFFIX = ".json"
-# Fichier en cours d'écriture : caché, il devient un courriel par un lien.
+# Fichier en cours d'écriture : caché, il devient un courriel en étant renommé.
 _TEMP_PREFIX = ".tmp-"
 # Un entier écrit en chiffres ASCII est accepté là où un entier est attendu.
 _DIGITS = re.compile(r"[0-9]{1,18}")
@@ -550,18 +550,24 @@ def _sync_directory(folder: str) -> None:
 def _publish_email(folder: str, filename: str, data: bytes) -> None:
     """
     Publie un courriel sous `folder/filename`, complet ou pas du tout : il
-    est écrit et synchronisé sous un nom caché (`.tmp-<nom>`), puis lié à
-    son nom définitif ; le lien n'écrase jamais rien (FileExistsError : au
-    client de choisir un autre nom). Un seul fsync : si une panne perd le
-    lien, le fichier caché, complet et synchronisé, est publié au démarrage
-    suivant (`_recover_interrupted_writes`) ; un courriel confirmé survit.
+    est écrit et synchronisé sous un nom caché (`.tmp-<nom>`), puis renommé.
+    Le renommage n'écrase rien : un seul processus écrit dans le dossier (son
+    verrou) et ses noms sont uniques ; un nom déjà présent (horloge reculée
+    depuis un redémarrage) lève FileExistsError, au client d'en choisir un
+    autre. Un seul fsync : si une panne perd le renommage, le fichier caché,
+    complet et synchronisé, est publié au démarrage suivant
+    (`_recover_interrupted_writes`) ; un courriel confirmé survit.
     """
+    final = os.path.join(folder, filename)
+    if os.path.lexists(final):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), final)
     temporary = os.path.join(folder, _TEMP_PREFIX + filename)
     try:
         _write_new_file(temporary, data)
-        os.link(temporary, os.path.join(folder, filename))
-    finally:
+        os.rename(temporary, final)
+    except OSError:
         _discard_quietly(temporary)
+        raise
 
 
 def _publish_new_email(folder: str, data: bytes) -> str:
@@ -610,7 +616,7 @@ def _read_email_file(path: str) -> typing.Optional[dict]:
 def _recover_interrupted_writes(folder: str) -> None:
     """
     Solde les écritures qu'un arrêt brutal a interrompues dans `folder` : un
-    fichier caché complet dont le lien s'est perdu est publié (il a pu être
+    fichier caché complet dont le renommage s'est perdu est publié (il a pu être
     confirmé), un fichier incomplet est effacé (il ne l'a jamais été).
     """
     for entry in os.scandir(folder):

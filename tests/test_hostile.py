@@ -106,7 +106,7 @@ class HostileTestCase(unittest.TestCase):
         _FLAG = os.environ["GLO_TEST_DISK_FAULT_FLAG"]
         _VARIANT = os.environ["GLO_TEST_DISK_FAULT"]
         _real_write, _real_fsync, _real_scandir = os.write, os.fsync, os.scandir
-        _real_link = os.link
+        _real_rename = os.rename
 
 
         def _faulty(descriptor):
@@ -132,8 +132,8 @@ class HostileTestCase(unittest.TestCase):
                 os._exit(9)
 
 
-        def _link_then_die(source, destination, **kwargs):
-            _real_link(source, destination, **kwargs)
+        def _rename_then_die(source, destination, **kwargs):
+            _real_rename(source, destination, **kwargs)
             if os.path.exists(_FLAG):
                 os._exit(9)
 
@@ -151,7 +151,7 @@ class HostileTestCase(unittest.TestCase):
         elif _VARIANT == "mort":
             os.fsync = _fsync_then_die
         elif _VARIANT == "publié":
-            os.link = _link_then_die
+            os.rename = _rename_then_die
         elif _VARIANT == "lent":
             os.scandir = _slow_scandir
         else:
