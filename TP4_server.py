@@ -52,6 +52,7 @@ import select
 import signal
 import smtplib
 import socket
+import string
 import struct
 import subprocess
 import sys
@@ -309,23 +310,39 @@ class _Line(typing.NamedTuple):
     encoded_parts: tuple
 
 
+@functools.lru_cache(maxsize=8)
+def _has_plain_number(template: str) -> bool:
+    """Vrai si `{number}` paraît une fois dans le gabarit, sans mise en forme."""
+    try:
+        fields = [(name, spec, conversion)
+                  for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError:
+        return False
+    return fields.count(("number", "", None)) == 1 and not any(
+        name.startswith("number") and (name, spec, conversion) != ("number", "", None)
+        for name, spec, conversion in fields)
+
+
 def _cut_line(sender: str, subject: str, date: str) -> typing.Optional[_Line]:
     """
     La ligne d'un courriel et son encodage JSON, coupés là où va son numéro,
-    ou None si la coupe ne redonne pas exactement la ligne (marque dans le
-    texte du client, numéro mis en forme par le gabarit).
+    ou None si la coupe ne redonnerait pas exactement la ligne (marque dans
+    le texte du client, numéro mis en forme par le gabarit). Avec un
+    `{number}` simple et une seule marque de chaque côté, joindre les
+    morceaux par le numéro redonne exactement la ligne et son encodage.
     """
-    fields = {"sender": sender, "subject": subject, "date": date}
+    template = gloutils.SUBJECT_DISPLAY
+    if not _has_plain_number(template):
+        return None
     try:
-        marked = gloutils.SUBJECT_DISPLAY.format(number=_NUMBER_MARK, **fields)
-        line = gloutils.SUBJECT_DISPLAY.format(number=1, **fields)
+        marked = template.format(number=_NUMBER_MARK, sender=sender, subject=subject,
+                                 date=date)
     except (ValueError, KeyError, IndexError):
         return None
     cut = _Line(tuple(marked.split(_NUMBER_MARK)),
                 tuple(json.dumps(marked).split(_ENCODED_NUMBER_MARK)))
-    if "1".join(cut.parts) != line or "1".join(cut.encoded_parts) != json.dumps(line):
-        return None
-    return cut
+    return cut if len(cut.parts) == len(cut.encoded_parts) == 2 else None
 
 
 class _Email(typing.NamedTuple):
@@ -2335,8 +2352,10 @@ def _main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    # Le format n'en montre rien : chaque ligne du journal s'épargne ces appels.
+    # Le format n'en montre rien : chaque ligne du journal s'épargne ces
+    # appels, dont la remontée de la pile qui cherche la ligne appelante.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging._srcfile = None
     server = Server(
         args.host,
         args.port,
