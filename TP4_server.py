@@ -1897,11 +1897,10 @@ class _TrackedSMTP(smtplib.SMTP):
 # un en-tête JSON {"id", "folder", "filename"}, un saut de ligne, puis le
 # contenu du fichier ; une trame vide demande l'arrêt. Chaque réponse tient
 # sur une ligne : {"id"} si le courriel est publié, ou {"id", "errno",
-# "strerror"}. Le fil qui livre ne touche jamais au canal : il dépose sa
-# demande et attend que la boucle lui rende l'issue. C'est ce qui rend la
-# section rentable : un fil de livraison ne reprend le verrou global qu'au
-# début et à la fin de sa livraison, et la boucle lit et écrit le canal par
-# lots, une fois par tour.
+# "strerror"}. Seule la boucle touche au canal, qu'elle lit et écrit par
+# lots, une fois par tour : un envoi rejoué (`_Replay`) y dépose sa demande
+# sans fil, et un fil qui livre (méthode remplacée) dépose la sienne puis
+# attend que la boucle lui rende l'issue.
 _STOP_FRAME = _LENGTH.pack(0)
 
 
