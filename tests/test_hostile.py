@@ -96,8 +96,9 @@ class HostileTestCase(unittest.TestCase):
     # Chargé par `site` au démarrage de chaque Python du serveur (la boucle et
     # son processus d'écriture) : tant que le fichier-drapeau existe, écrire
     # ou synchroniser un fichier ordinaire échoue comme sur un disque plein
-    # (« write », « fsync »), le processus meurt juste après un fsync réussi,
-    # avant de publier le courriel (« mort »), ou juste après l'avoir publié,
+    # (« write », « fsync »), le processus meurt juste après une
+    # synchronisation réussie, avant de publier le courriel (« mort »), ou
+    # juste après l'avoir publié,
     # avant de répondre (« publié »), aucun processus ne peut être lancé
     # (« lancement »), ou la lecture du dossier de bob traîne (« lent »).
     DISK_FAULTS_MODULE = textwrap.dedent("""\
@@ -132,6 +133,38 @@ class HostileTestCase(unittest.TestCase):
                 os._exit(9)
 
 
+        # Le syncfs de la libc, tel que le processus d'écriture le charge par
+        # ctypes, passe par `replacement(syncfs réel, descripteur)`.
+        def _patch_syncfs(replacement):
+            import ctypes
+
+            real_library = ctypes.CDLL
+
+            class _PatchedLibrary(real_library):
+                def __init__(self, *args, **kwargs):
+                    super().__init__(*args, **kwargs)
+                    real = real_library.__getattr__(self, "syncfs")
+                    real.argtypes, real.restype = [ctypes.c_int], ctypes.c_int
+                    self.syncfs = lambda descriptor: replacement(real, descriptor)
+
+            ctypes.CDLL = _PatchedLibrary
+
+
+        def _full_syncfs(real, descriptor):
+            if _faulty(descriptor):
+                import ctypes
+                ctypes.set_errno(errno.ENOSPC)
+                return -1
+            return real(descriptor)
+
+
+        def _syncfs_then_die(real, descriptor):
+            result = real(descriptor)
+            if _faulty(descriptor):
+                os._exit(9)
+            return result
+
+
         def _rename_then_die(source, destination, **kwargs):
             _real_rename(source, destination, **kwargs)
             if os.path.exists(_FLAG):
@@ -148,8 +181,10 @@ class HostileTestCase(unittest.TestCase):
             os.write = _full_write
         elif _VARIANT == "fsync":
             os.fsync = _full_fsync
+            _patch_syncfs(_full_syncfs)
         elif _VARIANT == "mort":
             os.fsync = _fsync_then_die
+            _patch_syncfs(_syncfs_then_die)
         elif _VARIANT == "publié":
             os.rename = _rename_then_die
         elif _VARIANT == "lent":

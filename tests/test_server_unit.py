@@ -5,6 +5,7 @@ un correcteur, avec de faux sockets (ou de vrais sockets sur 127.0.0.1 pour
 les connexions), dans un dossier de travail temporaire.
 """
 
+import errno
 import hashlib
 import hmac
 import json
@@ -900,6 +901,125 @@ class TestWriterProcessFaults(RunLoopTestCase):
 
     def test_no_reply(self):
         self.assert_recovered(*self.send_with_writer(b""))
+
+
+class TestWriterBatches(unittest.TestCase):
+    """
+    Le processus d'écriture publie ses demandes par lots : écrites sous leur
+    nom caché, rendues durables d'un coup, puis renommées. Chaque demande a
+    sa réponse, et une erreur ne touche que les courriels qu'elle concerne.
+    """
+
+    def setUp(self) -> None:
+        folder = tempfile.TemporaryDirectory(prefix="glo-lots-")
+        self.addCleanup(folder.cleanup)
+        self.folder = Path(folder.name)
+
+    @staticmethod
+    def frame(request_id: int, folder: Path, filename: str, data: bytes) -> bytes:
+        header = json.dumps({"id": request_id, "folder": str(folder), "filename": filename})
+        return support.frame(header.encode() + b"\n" + data)
+
+    def request(self, request_id: int, filename: str, data: bytes = b"{}",
+                folder: Path = None) -> tuple:
+        return ({"id": request_id, "folder": str(folder or self.folder),
+                 "filename": filename}, data)
+
+    @staticmethod
+    def replies(raw: bytes) -> list:
+        return [json.loads(line) for line in raw.splitlines()]
+
+    def test_complete_requests_are_taken_and_a_partial_one_is_kept(self):
+        first = self.frame(1, self.folder, "a.json", b'{"un": 1}')
+        second = self.frame(2, self.folder, "b.json", b"deux\nlignes")
+        received = bytearray(first + second[:7])
+        requests, stopping = TP4_server._take_requests(received)
+        self.assertFalse(stopping)
+        self.assertEqual([(header["id"], data) for header, data in requests],
+                         [(1, b'{"un": 1}')])
+        self.assertEqual(bytes(received), second[:7])
+        received += second[7:] + TP4_server._STOP_FRAME
+        requests, stopping = TP4_server._take_requests(received)
+        self.assertTrue(stopping)
+        self.assertEqual([(header["id"], data) for header, data in requests],
+                         [(2, b"deux\nlignes")])
+
+    def check_batch_is_published(self, make_durable) -> None:
+        requests = [self.request(number, f"{number:020d}.json", b'{"n": %d}' % number)
+                    for number in range(1, 21)]
+        replies = self.replies(TP4_server._publish_batch(requests, make_durable))
+        self.assertEqual(replies, [{"id": number} for number in range(1, 21)])
+        self.assertEqual(sorted(os.listdir(self.folder)),
+                         [f"{number:020d}.json" for number in range(1, 21)])
+        self.assertEqual((self.folder / f"{7:020d}.json").read_bytes(), b'{"n": 7}')
+
+    def test_batch_published_with_one_fsync_per_file(self):
+        self.check_batch_is_published(TP4_server._fsync_each)
+
+    def test_batch_published_with_the_method_of_this_system(self):
+        self.check_batch_is_published(TP4_server._durability_method())
+
+    @unittest.skipUnless(sys.platform.startswith("linux"), "syncfs est propre à Linux")
+    def test_syncfs_is_used_on_a_recent_linux(self):
+        release = tuple(map(int, os.uname().release.split(".")[:2]))
+        if release < (5, 8):
+            self.skipTest("noyau sans rapport d'erreurs par syncfs")
+        syncfs = TP4_server._load_syncfs()
+        self.assertIsNotNone(syncfs)
+        descriptor = os.open(self.folder, os.O_RDONLY)
+        self.addCleanup(os.close, descriptor)
+        syncfs(descriptor)
+        with self.assertRaises(OSError) as caught:
+            syncfs(987654)
+        self.assertEqual(caught.exception.errno, errno.EBADF)
+
+    def test_fsync_on_an_old_kernel_or_another_system(self):
+        for system, release in (("linux", "5.4.0-150-generic"), ("darwin", "23.1.0")):
+            with self.subTest(system=system), \
+                    mock.patch.object(sys, "platform", system), \
+                    mock.patch.object(os, "uname", return_value=mock.Mock(release=release)):
+                self.assertIsNone(TP4_server._load_syncfs())
+                self.assertIs(TP4_server._durability_method(), TP4_server._fsync_each)
+
+    def test_failed_syncfs_fails_the_whole_batch_and_leaves_nothing(self):
+        def failing_syncfs(descriptor: int) -> None:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        with mock.patch.object(TP4_server, "_load_syncfs", return_value=failing_syncfs):
+            make_durable = TP4_server._durability_method()
+        requests = [self.request(1, "a.json"), self.request(2, "b.json")]
+        replies = self.replies(TP4_server._publish_batch(requests, make_durable))
+        self.assertEqual([(reply["id"], reply["errno"]) for reply in replies],
+                         [(1, errno.EIO), (2, errno.EIO)])
+        self.assertEqual(os.listdir(self.folder), [])
+
+    def test_an_error_only_fails_its_own_email(self):
+        (self.folder / "pris.json").write_bytes(b"ancien")
+        requests = [self.request(1, "a.json"), self.request(2, "pris.json"),
+                    self.request(3, "c.json", folder=self.folder / "absent"),
+                    self.request(4, "d.json")]
+        replies = self.replies(TP4_server._publish_batch(
+            requests, TP4_server._durability_method()))
+        self.assertEqual([reply.get("errno") for reply in replies],
+                         [None, errno.EEXIST, errno.ENOENT, None])
+        self.assertEqual(sorted(os.listdir(self.folder)), ["a.json", "d.json", "pris.json"])
+        self.assertEqual((self.folder / "pris.json").read_bytes(), b"ancien")
+
+    def test_a_failed_fsync_discards_only_its_email(self):
+        real_fsync = os.fsync
+        refused = []
+
+        def fsync(descriptor: int) -> None:
+            if not refused:
+                refused.append(descriptor)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            real_fsync(descriptor)
+
+        requests = [self.request(1, "a.json"), self.request(2, "b.json")]
+        with mock.patch.object(os, "fsync", fsync):
+            replies = self.replies(TP4_server._publish_batch(requests, TP4_server._fsync_each))
+        self.assertEqual([reply.get("errno") for reply in replies], [errno.ENOSPC, None])
+        self.assertEqual(os.listdir(self.folder), ["b.json"])
 
 
 if __name__ == "__main__":
