@@ -303,10 +303,15 @@ _ENCODED_NUMBER_MARK = json.dumps(_NUMBER_MARK)[1:-1]
 
 
 class _Line(typing.NamedTuple):
-    """La ligne `SUBJECT_DISPLAY` d'un courriel, coupée là où va son numéro."""
+    """
+    La ligne `SUBJECT_DISPLAY` d'un courriel, coupée là où va son numéro ;
+    `quoted` : son encodage JSON n'est que la ligne entre guillemets (rien à
+    échapper).
+    """
 
     parts: tuple
     encoded_parts: tuple
+    quoted: bool
 
 
 @functools.lru_cache(maxsize=8)
@@ -339,9 +344,12 @@ def _cut_line(sender: str, subject: str, date: str) -> typing.Optional[_Line]:
                                  date=date)
     except (ValueError, KeyError, IndexError):
         return None
-    cut = _Line(tuple(marked.split(_NUMBER_MARK)),
-                tuple(json.dumps(marked).split(_ENCODED_NUMBER_MARK)))
-    return cut if len(cut.parts) == len(cut.encoded_parts) == 2 else None
+    parts = tuple(marked.split(_NUMBER_MARK))
+    encoded_parts = tuple(json.dumps(marked).split(_ENCODED_NUMBER_MARK))
+    if not len(parts) == len(encoded_parts) == 2:
+        return None
+    quoted = encoded_parts == (f'"{parts[0]}', f'{parts[1]}"')
+    return _Line(parts, encoded_parts, quoted)
 
 
 class _Email(typing.NamedTuple):
@@ -433,6 +441,8 @@ class _Mailbox:
                                for entry in self._emails]
         # Courriels dont la ligne n'a pas pu être coupée : liste assemblée à la main.
         self._uncut = self._parts.count(None)
+        # Courriels dont la ligne a des caractères à échapper en JSON.
+        self._escaped = sum(not entry.line.quoted for entry in self._emails if entry.line)
         self._listing: typing.Optional[_Listing] = None
 
     def add(self, entry: _Email) -> None:
@@ -444,6 +454,7 @@ class _Mailbox:
             self._encoded_parts.insert(index, entry.line and entry.line.encoded_parts)
             self._size += entry.size
             self._uncut += entry.line is None
+            self._escaped += entry.line is not None and not entry.line.quoted
             self._listing = None
 
     def stats(self) -> tuple[int, int]:
@@ -465,8 +476,13 @@ class _Mailbox:
             return _Listing(lines, json.dumps(lines))
         numbers = _numbers.first(len(self._emails))
         lines = list(map(str.join, numbers, reversed(self._parts)))
-        encoded = ", ".join(map(str.join, numbers, reversed(self._encoded_parts)))
-        return _Listing(lines, f"[{encoded}]")
+        if not lines:
+            return _Listing(lines, "[]")
+        if self._escaped:
+            encoded = ", ".join(map(str.join, numbers, reversed(self._encoded_parts)))
+            return _Listing(lines, f"[{encoded}]")
+        # Rien à échapper : l'encodage n'est que les lignes entre guillemets.
+        return _Listing(lines, '["' + '", "'.join(lines) + '"]')
 
     def by_number(self, number: int) -> typing.Optional[_Email]:
         """Courriel #`number` de la liste, ou None hors des bornes."""

@@ -402,6 +402,27 @@ class TestEmailList(ServerTestCase):
         self.assertEqual(TP4_server._encode(reply), json.dumps(reply))
         self.assertEqual(len(reply["payload"]["email_list"]), len(subjects) + 1)
 
+    def test_encoded_listing_with_nothing_to_escape(self):
+        """
+        Des lignes sans rien à échapper s'encodent entre guillemets, sans
+        `json.dumps` ; la première ligne à échapper (un accent, ici) ou un
+        gabarit qui en a changent de méthode, sans changer le résultat.
+        """
+        def assert_encoded() -> None:
+            reply = self.server._get_email_list(self.kohryu)
+            self.assertEqual(TP4_server._encode(reply), json.dumps(reply))
+
+        assert_encoded()
+        for number in range(3):
+            self.deliver(f"Sujet simple {number}", f"Tue, 12 Jul 2022 19:21:{number:02d} +0000")
+        assert_encoded()
+        self.deliver("Sujet accentué", "Tue, 12 Jul 2022 19:22:00 +0000")
+        assert_encoded()
+        template = "#{number} → {sender} - {subject} {date}"
+        with mock.patch.object(gloutils, "SUBJECT_DISPLAY", template):
+            self.server._mailboxes.clear()
+            assert_encoded()
+
     def test_returned_listing_is_a_copy(self):
         """Modifier la liste reçue ne change pas la suivante."""
         self.deliver("Sujet", "Tue, 12 Jul 2022 19:21:00 +0000")
