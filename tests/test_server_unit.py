@@ -1014,6 +1014,17 @@ class TestWriterBatches(unittest.TestCase):
                          [(1, errno.EIO), (2, errno.EIO)])
         self.assertEqual(os.listdir(self.folder), [])
 
+    def test_refused_syncfs_falls_back_to_fsync(self):
+        """Un syncfs interdit (filtre seccomp d'un conteneur) : un fsync par fichier."""
+        def refused_syncfs(descriptor: int) -> None:
+            raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+        with mock.patch.object(TP4_server, "_load_syncfs", return_value=refused_syncfs):
+            make_durable = TP4_server._durability_method()
+        with mock.patch.object(os, "fsync", wraps=os.fsync) as fsync:
+            self.check_batch_is_published(make_durable)
+        self.assertEqual(fsync.call_count, 20)
+
     def test_an_error_only_fails_its_own_email(self):
         (self.folder / "pris.json").write_bytes(b"ancien")
         requests = [self.request(1, "a.json"), self.request(2, "pris.json"),
