@@ -1951,7 +1951,8 @@ def _serve_disk_writer(descriptor: int) -> None:
     que le serveur est mort : le processus s'arrête après son lot en cours
     (il garde le verrou du dossier jusque-là : aucun serveur ne lit le
     dossier avant). Ce qui n'est pas confirmé est soldé par le serveur ou
-    au démarrage suivant.
+    au démarrage suivant ; de même si un défaut imprévu fait mourir le
+    processus en plein lot.
     """
     # Ctrl-C au terminal vise tout le groupe : c'est au serveur de nous arrêter.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -2058,9 +2059,9 @@ def _durability_method():
     """
     Comment rendre un lot durable : un seul syncfs(2) par système de
     fichiers si le noyau en rapporte les erreurs d'écriture (Linux 5.8 et
-    suivants), sinon (ou s'il est refusé) un fsync par fichier. Le système de fichiers écrit le
-    lot en une fois : mesuré ici, 16 courriels prennent 1,3 ms par syncfs
-    contre 0,3 ms chacun par fsync.
+    suivants), sinon (ou s'il est refusé) un fsync par fichier. Le système
+    de fichiers écrit le lot en une fois : mesuré ici, 16 courriels prennent
+    1,3 ms par syncfs contre 0,3 ms chacun par fsync.
     """
     syncfs = _load_syncfs()
     if syncfs is None:
