@@ -103,7 +103,7 @@ class _Table:
         for state in (LOGGED_OUT, LOGGED_IN):
             self.add(name, group, data, state, ERROR, messages)
 
-    def refused_when_logged_in(self, name: str, group: str, data: bytes,
+    def refused_when_logged_in(self, name: str, group: str, data: typing.Union[str, bytes],
                                *messages: str) -> None:
         """
         Requête réservée aux connectés : `messages` une fois connecté ;
@@ -148,10 +148,14 @@ def _build() -> list:
         for kind, opening, closing in (("listes", "[", "]"), ("objets", '{"a":', "}")):
             nested = _nested(opening, closing, depth, "1")
             table.refused(f"{depth} {kind} imbriqués", "json", nested, invalid)
-            for header in (H.AUTH_REGISTER, H.EMAIL_SENDING):
-                table.refused(f"{depth} {kind} imbriqués, charge utile de {header.name}",
-                              "json", f'{{"header": {int(header)}, "payload": {nested}}}',
-                              invalid)
+            # Selon la version de Python, le décodeur JSON accepte ou non une
+            # telle profondeur : déconnecté, l'envoi peut donc aussi être
+            # refusé faute de connexion.
+            table.refused(f"{depth} {kind} imbriqués, charge utile de AUTH_REGISTER", "json",
+                          f'{{"header": {int(H.AUTH_REGISTER)}, "payload": {nested}}}', invalid)
+            table.refused_when_logged_in(
+                f"{depth} {kind} imbriqués, charge utile de EMAIL_SENDING", "json",
+                f'{{"header": {int(H.EMAIL_SENDING)}, "payload": {nested}}}', invalid)
 
     # ---- en-têtes absents ou absurdes -----------------------------------------
     credentials = {"username": "zoe", "password": PASSWORD}
