@@ -95,12 +95,12 @@ class HostileTestCase(unittest.TestCase):
 
     # Chargé par `site` au démarrage de chaque Python du serveur (la boucle et
     # son processus d'écriture) : tant que le fichier-drapeau existe, écrire
-    # ou synchroniser un fichier ordinaire échoue comme sur un disque plein
-    # (« write », « fsync »), le processus meurt juste après une
-    # synchronisation réussie, avant de publier le courriel (« mort »), ou
-    # juste après l'avoir publié,
-    # avant de répondre (« publié »), aucun processus ne peut être lancé
-    # (« lancement »), ou la lecture du dossier de bob traîne (« lent »).
+    # ou synchroniser (fsync ou syncfs) un fichier ordinaire échoue comme sur
+    # un disque plein (« write », « fsync »), le processus meurt juste après
+    # une synchronisation réussie, avant de publier le courriel (« mort »),
+    # ou juste après l'avoir publié, avant de répondre (« publié »), aucun
+    # processus ne peut être lancé (« lancement »), ou la lecture du dossier
+    # de bob traîne (« lent »).
     DISK_FAULTS_MODULE = textwrap.dedent("""\
         import errno, os, stat, time
 
