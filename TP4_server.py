@@ -593,27 +593,78 @@ def _sync_directory(folder: str) -> None:
         os.close(descriptor)
 
 
+class _Publication:
+    """
+    Un courriel à publier : son nom définitif, son fichier caché (ouvert le
+    temps de le rendre durable), puis l'issue de sa publication.
+    """
+
+    __slots__ = ("final", "temporary", "descriptor", "error")
+
+    def __init__(self, folder: str, filename: str) -> None:
+        self.final = os.path.join(folder, filename)
+        self.temporary = os.path.join(folder, _TEMP_PREFIX + filename)
+        self.descriptor: typing.Optional[int] = None
+        self.error: typing.Optional[OSError] = None
+
+
+def _publish_all(publications: list, contents: list, make_durable) -> None:
+    """
+    Publie des courriels, chacun complet ou pas du tout : chacun est écrit
+    sous son nom caché (`.tmp-<nom>`), tous sont rendus durables d'un coup
+    (`make_durable`), puis chacun est renommé. Le renommage n'écrase rien :
+    un seul processus écrit dans le dossier (son verrou) et ses noms sont
+    uniques ; un nom déjà présent (horloge reculée depuis un redémarrage)
+    est un FileExistsError, au client d'en choisir un autre. Si une panne
+    perd le renommage, le fichier caché, complet et durable, est publié au
+    démarrage suivant (`_recover_interrupted_writes`) : un courriel confirmé
+    survit. L'issue de chacun est dans son `error` ; une erreur ne fait
+    échouer que les courriels qu'elle touche, et n'en laisse rien.
+    """
+    for publication, data in zip(publications, contents):
+        if os.path.lexists(publication.final):
+            publication.error = FileExistsError(
+                errno.EEXIST, os.strerror(errno.EEXIST), publication.final)
+            continue
+        try:
+            publication.descriptor = _create_file(publication.temporary, data)
+        except OSError as ex:
+            publication.error = ex
+            _discard_quietly(publication.temporary)
+    written = [publication for publication in publications if publication.descriptor is not None]
+    try:
+        make_durable(written)
+    finally:
+        for publication in written:
+            os.close(publication.descriptor)
+    for publication in written:
+        try:
+            if publication.error is None:
+                os.rename(publication.temporary, publication.final)
+        except OSError as ex:
+            publication.error = ex
+        if publication.error is not None:
+            _discard_quietly(publication.temporary)
+
+
+def _fsync_each(publications: list) -> None:
+    """Rend durable chaque fichier, l'un après l'autre."""
+    for publication in publications:
+        try:
+            os.fsync(publication.descriptor)
+        except OSError as ex:
+            publication.error = ex
+
+
 def _publish_email(folder: str, filename: str, data: bytes) -> None:
     """
-    Publie un courriel sous `folder/filename`, complet ou pas du tout : il
-    est écrit et synchronisé sous un nom caché (`.tmp-<nom>`), puis renommé.
-    Le renommage n'écrase rien : un seul processus écrit dans le dossier (son
-    verrou) et ses noms sont uniques ; un nom déjà présent (horloge reculée
-    depuis un redémarrage) lève FileExistsError, au client d'en choisir un
-    autre. Un seul fsync : si une panne perd le renommage, le fichier caché,
-    complet et synchronisé, est publié au démarrage suivant
-    (`_recover_interrupted_writes`) ; un courriel confirmé survit.
+    Publie un courriel sous `folder/filename` (`_publish_all`) ; lève
+    l'erreur de sa publication, FileExistsError si le nom est déjà pris.
     """
-    final = os.path.join(folder, filename)
-    if os.path.lexists(final):
-        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), final)
-    temporary = os.path.join(folder, _TEMP_PREFIX + filename)
-    try:
-        _write_new_file(temporary, data)
-        os.rename(temporary, final)
-    except OSError:
-        _discard_quietly(temporary)
-        raise
+    publication = _Publication(folder, filename)
+    _publish_all([publication], [data], _fsync_each)
+    if publication.error is not None:
+        raise publication.error
 
 
 def _publish_new_email(folder: str, data: bytes) -> str:
@@ -1999,60 +2050,24 @@ def _take_requests(received: bytearray) -> tuple[list, bool]:
     return requests, False
 
 
-class _BatchEntry:
-    """Une demande du lot : son fichier caché, ouvert, puis son issue."""
-
-    __slots__ = ("request_id", "temporary", "final", "descriptor", "error")
-
-    def __init__(self, request: dict) -> None:
-        self.request_id = request["id"]
-        self.final = os.path.join(request["folder"], request["filename"])
-        self.temporary = os.path.join(request["folder"], _TEMP_PREFIX + request["filename"])
-        self.descriptor: typing.Optional[int] = None
-        self.error: typing.Optional[OSError] = None
-
-    def reply(self) -> bytes:
-        """La ligne de réponse : publié, ou l'erreur."""
-        reply: dict = {"id": self.request_id}
-        if self.error is not None:
-            reply.update(errno=self.error.errno or errno.EIO,
-                         strerror=self.error.strerror or str(self.error))
-        return json.dumps(reply).encode("utf-8") + b"\n"
-
-
 def _publish_batch(requests: list, make_durable) -> bytes:
     """
-    Publie un lot de courriels comme `_publish_email` en publie un : chacun
-    est écrit sous son nom caché, le lot est rendu durable d'un coup
-    (`make_durable`), puis chacun est renommé. Renvoie les lignes de
-    réponse, une par demande. Une erreur ne fait échouer que les courriels
-    qu'elle touche.
+    Publie un lot de demandes d'un coup (`_publish_all`) et renvoie les
+    lignes de réponse, une par demande, dans leur ordre.
     """
-    entries = [_BatchEntry(request) for request, _ in requests]
-    for entry, (_, data) in zip(entries, requests):
-        if os.path.lexists(entry.final):
-            entry.error = FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), entry.final)
-            continue
-        try:
-            entry.descriptor = _create_file(entry.temporary, data)
-        except OSError as ex:
-            entry.error = ex
-            _discard_quietly(entry.temporary)
-    written = [entry for entry in entries if entry.descriptor is not None]
-    try:
-        make_durable(written)
-    finally:
-        for entry in written:
-            os.close(entry.descriptor)
-    for entry in written:
-        try:
-            if entry.error is None:
-                os.rename(entry.temporary, entry.final)
-        except OSError as ex:
-            entry.error = ex
-        if entry.error is not None:
-            _discard_quietly(entry.temporary)
-    return b"".join(entry.reply() for entry in entries)
+    publications = [_Publication(request["folder"], request["filename"])
+                    for request, _ in requests]
+    _publish_all(publications, [data for _, data in requests], make_durable)
+    return b"".join(_write_reply(request["id"], publication.error)
+                    for (request, _), publication in zip(requests, publications))
+
+
+def _write_reply(request_id: int, error: typing.Optional[OSError]) -> bytes:
+    """La ligne de réponse d'une demande : publiée, ou son erreur."""
+    reply: dict = {"id": request_id}
+    if error is not None:
+        reply.update(errno=error.errno or errno.EIO, strerror=error.strerror or str(error))
+    return json.dumps(reply).encode("utf-8") + b"\n"
 
 
 def _durability_method():
@@ -2067,10 +2082,10 @@ def _durability_method():
     if syncfs is None:
         return _fsync_each
 
-    def sync_each_filesystem(entries: list) -> None:
+    def sync_each_filesystem(publications: list) -> None:
         by_device = collections.defaultdict(list)
-        for entry in entries:
-            by_device[os.fstat(entry.descriptor).st_dev].append(entry)
+        for publication in publications:
+            by_device[os.fstat(publication.descriptor).st_dev].append(publication)
         for group in by_device.values():
             # Le descripteur ouvert avant toutes les écritures du groupe :
             # syncfs rapporte toute erreur survenue depuis son ouverture.
@@ -2080,8 +2095,8 @@ def _durability_method():
                 if ex.errno in (errno.ENOSYS, errno.EPERM):
                     _fsync_each(group)  # Appel refusé (filtre seccomp...) : un fsync chacun.
                     continue
-                for entry in group:
-                    entry.error = ex
+                for publication in group:
+                    publication.error = ex
 
     return sync_each_filesystem
 
@@ -2110,15 +2125,6 @@ def _load_syncfs():
             raise OSError(code, os.strerror(code))
 
     return syncfs
-
-
-def _fsync_each(entries: list) -> None:
-    """Rend durable chaque fichier du lot, l'un après l'autre."""
-    for entry in entries:
-        try:
-            os.fsync(entry.descriptor)
-        except OSError as ex:
-            entry.error = ex
 
 
 # Programme du processus d'écriture : il charge ce fichier-ci par son chemin,
