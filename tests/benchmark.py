@@ -13,12 +13,18 @@ Exemples :
     python3 tests/benchmark.py inbox --emails 10000
     python3 tests/benchmark.py disk
     python3 tests/benchmark.py all --json
+    python3 tests/benchmark.py compare --rev HEAD~1 --mix read write --rounds 3
+    python3 tests/benchmark.py compare --rev HEAD --what inbox --emails 2000
 
 Chaque client simulé a son propre compte et une seule requête en cours à la
 fois. Les clients sont répartis sur plusieurs processus ; dans chacun, une
 boucle `selectors` mène tous les sockets non bloquants. Le « plafond » est
 une boucle select() minimale qui répond OK à chaque trame sans rien décoder :
 chaque débit se lit aussi comme une fraction de ce plafond.
+
+`compare` lance tour à tour, à chaque tour, le serveur de l'arbre de travail
+(A) puis celui d'une révision git (B), chacun dans un dossier neuf, sous la
+même charge (celle de l'arbre de travail), et donne les rapports A/B.
 """
 
 import argparse
@@ -37,6 +43,7 @@ import selectors
 import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -49,8 +56,9 @@ from typing import NamedTuple, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support import (  # noqa: E402
-    LOOPBACK, NOT_LOGGED_IN, STRONG_PASSWORD, ServerProcess, decode_message, free_port,
-    message_frame, process_rss_kib, raise_fd_limit, split_frames, wait_for_port)
+    LOOPBACK, NOT_LOGGED_IN, ROOT, SERVER_SCRIPT, STRONG_PASSWORD, ServerProcess,
+    decode_message, free_port, message_frame, process_rss_kib, raise_fd_limit, split_frames,
+    wait_for_port)
 import glossocket  # noqa: E402
 import gloutils  # noqa: E402
 
@@ -648,13 +656,27 @@ def _summarize(plan: LoadPlan, setup_seconds: float, start: float, reports: list
 # Serveurs visés : TP4_server.py ou le plafond
 # ----------------------------------------------------------------------
 
+class _Server(ServerProcess):
+    """
+    `ServerProcess` lancé depuis le TP4_server.py `script` (par défaut celui
+    de l'arbre de travail), qui prend gloutils et glossocket à côté de lui.
+    """
+
+    def __init__(self, script: Optional[Path] = None, **options) -> None:
+        super().__init__(**options)
+        self.script = script or SERVER_SCRIPT
+
+    def command(self) -> list:
+        return [sys.executable, str(self.script), *super().command()[2:]]
+
+
 @contextlib.contextmanager
-def _target(strict: bool, port: Optional[int] = None):
+def _target(strict: bool, port: Optional[int] = None, script: Optional[Path] = None):
     """Port du serveur visé : `port` s'il est donné, sinon un serveur lancé ici."""
     if port:
         yield port
     elif strict:
-        with ServerProcess() as server:
+        with _Server(script) as server:
             yield server.port
     else:
         with _baseline_server() as baseline_port:
@@ -747,9 +769,13 @@ def _baseline_forget(sock: socket.socket, inboxes: dict, outboxes: dict) -> None
 
 
 def run_against(strict: bool, mix: str, clients: int, duration: float, processes: int,
-                prefill: int, host: str = LOOPBACK, port: Optional[int] = None) -> dict:
-    """Une charge contre TP4_server.py (`strict`) ou contre le plafond."""
-    with _target(strict, port) as target_port:
+                prefill: int, host: str = LOOPBACK, port: Optional[int] = None,
+                script: Optional[Path] = None) -> dict:
+    """
+    Une charge contre TP4_server.py (`strict`, celui de `script` s'il est
+    donné) ou contre le plafond.
+    """
+    with _target(strict, port, script) as target_port:
         plan = LoadPlan(host=host, port=target_port, mix=mix, clients=clients,
                         processes=processes, duration=duration, prefill=prefill,
                         strict=strict)
@@ -887,16 +913,18 @@ def _time_after_restart(port: int, owner: str, witness: str) -> dict:
             "witness_max_ms": max(witness_times) * 1e3}
 
 
-def run_inbox(emails: int, senders: int, repetitions: int, body_size: int) -> dict:
+def run_inbox(emails: int, senders: int, repetitions: int, body_size: int,
+              script: Optional[Path] = None) -> dict:
     """
     Remplit une boîte de `emails` courriels de `body_size` octets de corps,
     mesure ses opérations, lit chaque courriel une fois, redémarre, mesure
     encore. La mémoire résidente du serveur est relevée juste après son
-    démarrage à vide, puis une fois la boîte remplie, listée et lue.
+    démarrage à vide, puis une fois la boîte remplie, listée et lue. Le
+    serveur est celui de `script` s'il est donné.
     """
     owner = "boite"
     with tempfile.TemporaryDirectory(prefix="glo-bench-") as workdir:
-        with ServerProcess(workdir=workdir) as server:
+        with _Server(script, workdir=workdir) as server:
             rss_empty = process_rss_kib(server.process.pid)
             with _connect(server.port) as sock:
                 _timed_exchange(sock, _auth_frame(H.AUTH_REGISTER, owner))
@@ -905,7 +933,7 @@ def run_inbox(emails: int, senders: int, repetitions: int, body_size: int) -> di
                 measures = _time_operations(sock, emails, repetitions)
                 read_all = _read_every_email(sock, emails)
             rss_filled = process_rss_kib(server.process.pid)
-        with ServerProcess(workdir=workdir) as server:
+        with _Server(script, workdir=workdir) as server:
             restart = _time_after_restart(server.port, owner, witness="expediteur0")
     return {"emails": emails, "senders": senders, "repetitions": repetitions,
             "body_bytes": body_size, "fill": fill, **measures, "read_all": read_all,
@@ -1048,6 +1076,104 @@ def _write_vs_disk(write: dict, disk: dict) -> dict:
 
 
 # ----------------------------------------------------------------------
+# Comparaison avec une révision git
+# ----------------------------------------------------------------------
+
+# Décomptes montrés à chaque tour, sans rapport A/B.
+_COUNTS = ("errors", "violations", "failed_clients")
+
+
+def _git(*args: str) -> bytes:
+    """Sortie d'une commande git du dépôt ; quitte avec le message de git si elle échoue."""
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), *args], check=True,
+                              capture_output=True).stdout
+    except subprocess.CalledProcessError as ex:
+        raise SystemExit(f"git {args[0]} : {ex.stderr.decode(errors='replace').strip()}")
+
+
+@contextlib.contextmanager
+def _revision_script(rev: str):
+    """
+    Arbre de la révision `rev` extrait une fois (git archive, le dépôt n'en
+    est pas modifié) dans un dossier temporaire ; rend (commit, TP4_server.py).
+    """
+    commit = _git("rev-parse", "--verify", f"{rev}^{{commit}}").decode().strip()
+    with tempfile.TemporaryDirectory(prefix="glo-rev-") as folder:
+        subprocess.run(["tar", "-x", "-C", folder], input=_git("archive", commit), check=True)
+        script = Path(folder) / SERVER_SCRIPT.name
+        if not script.is_file():
+            raise SystemExit(f"La révision {rev} n'a pas de {SERVER_SCRIPT.name}.")
+        yield commit[:10], script
+
+
+def _load_figures(result: dict) -> dict:
+    """Chiffres comparés d'une charge."""
+    latency = result["latency_ms"]["all"]
+    return {"throughput": result["throughput"], "p50_ms": latency.get("p50_ms"),
+            "p99_ms": latency.get("p99_ms"),
+            **{count: result[count] for count in _COUNTS}}
+
+
+def _inbox_figures(result: dict) -> dict:
+    """Chiffres comparés de la grande boîte : médianes, RSS, réponses en défaut."""
+    fill = result["fill"]
+    figures = {f"{name}_ms": stats["median_ms"] for name, stats in result["operations"].items()}
+    figures["rss_mib"] = result["server_rss_kib"]["filled"] / 1024
+    figures["errors"] = (fill["errors"] + fill["violations"] + fill["failed_connections"]
+                         + sum(result["non_ok_replies"].values())
+                         + result["read_all"]["non_ok_replies"])
+    return figures
+
+
+def _with_ratios(runs: list) -> dict:
+    """Ajoute à chaque tour ses rapports A/B ; donne aussi leur médiane."""
+    keys = [key for key in runs[0]["A"] if key not in _COUNTS]
+    for run in runs:
+        run["ratio"] = {key: run["A"][key] / run["B"][key]
+                        if run["A"][key] is not None and run["B"][key] else None
+                        for key in keys}
+    medians = {}
+    for key in keys:
+        ratios = [run["ratio"][key] for run in runs if run["ratio"][key] is not None]
+        medians[key] = statistics.median(ratios) if ratios else None
+    return {"rounds": runs, "median_ratio": medians}
+
+
+def run_compare(args: argparse.Namespace) -> dict:
+    """
+    L'arbre de travail (A) face à la révision `args.rev` (B) : à chaque
+    tour, chaque mesure (une charge par mélange, ou la grande boîte) est
+    faite contre A puis contre B, avec chaque fois un serveur neuf, lancé
+    depuis son propre arbre, dans un dossier neuf. La charge est toujours
+    celle de l'arbre de travail.
+    """
+    if args.what == "inbox":
+        settings = {"emails": args.emails, "body_size": args.body_size,
+                    "senders": args.senders, "repetitions": args.repetitions}
+        measures = {"inbox": (_inbox_figures, functools.partial(
+            run_inbox, args.emails, args.senders, args.repetitions, args.body_size))}
+    else:
+        settings = {"clients": args.clients, "duration": args.duration,
+                    "processes": args.processes}
+        measures = {mix: (_load_figures, functools.partial(
+            run_against, True, mix, args.clients, args.duration, args.processes,
+            _prefill(mix, args.prefill))) for mix in dict.fromkeys(args.mix)}
+    runs = {name: [] for name in measures}
+    with _revision_script(args.rev) as (commit, rev_script):
+        for number in range(1, args.rounds + 1):
+            for name, (figures, measure) in measures.items():
+                runs[name].append({})
+                for side, script in (("A", SERVER_SCRIPT), ("B", rev_script)):
+                    print(f"tour {number}/{args.rounds}, {name}, {side}…", file=sys.stderr,
+                          flush=True)
+                    runs[name][-1][side] = figures(measure(script=script))
+    return {"rev": args.rev, "commit": commit, "what": args.what, "rounds": args.rounds,
+            "settings": settings,
+            "comparisons": {name: _with_ratios(rounds) for name, rounds in runs.items()}}
+
+
+# ----------------------------------------------------------------------
 # Affichage
 # ----------------------------------------------------------------------
 
@@ -1125,6 +1251,47 @@ def _print_write_vs_disk(result: dict) -> None:
           f"l'un après l'autre, {result['share_parallel']:.0%} de son débit en parallèle")
 
 
+# Titres de colonne des chiffres comparés.
+_FIGURE_LABELS = {
+    "throughput": "req/s", "p50_ms": "p50 ms", "p99_ms": "p99 ms", "list_ms": "list ms",
+    "stats_ms": "stats ms", "read_first_ms": "lecture #1", "read_last_ms": "lecture #N",
+    "rss_mib": "RSS Mo", "errors": "erreurs", "violations": "violations",
+    "failed_clients": "échecs",
+}
+
+
+def _cell(value) -> str:
+    """Un chiffre d'un tableau de comparaison (« — » s'il manque)."""
+    if value is None:
+        return "—"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.1f}" if abs(value) >= 100 else f"{value:.3f}"
+
+
+def _print_revision_comparison(result: dict) -> None:
+    """Chiffres de chaque tour, A puis B, puis les rapports A/B : médiane et par tour."""
+    settings = ", ".join(f"{key} {value:g}" for key, value in result["settings"].items())
+    print(f"\n== Arbre de travail (A) contre {result['rev']} = {result['commit']} (B), "
+          f"{result['rounds']} tours alternés ; {settings}")
+    for name, comparison in result["comparisons"].items():
+        rounds = comparison["rounds"]
+        keys = list(rounds[0]["A"])
+        print(f"-- {name}")
+        print(f"{'tour':<5}{'côté':<5}"
+              + "".join(f"{_FIGURE_LABELS[key]:>12}" for key in keys))
+        for number, run in enumerate(rounds, 1):
+            for side in ("A", "B"):
+                print(f"{number:<5}{side:<5}"
+                      + "".join(f"{_cell(run[side][key]):>12}" for key in keys))
+        print("A/B > 1 : A plus rapide (req/s), plus lent ou plus lourd (ms, Mo)")
+        print(f"{'A/B':<12}{'médiane':>10}"
+              + "".join(f"{f'tour {number}':>10}" for number in range(1, len(rounds) + 1)))
+        for key, median in comparison["median_ratio"].items():
+            print(f"{_FIGURE_LABELS[key]:<12}{_cell(median):>10}"
+                  + "".join(f"{_cell(run['ratio'][key]):>10}" for run in rounds))
+
+
 def _print_targets(rows: list) -> None:
     """Un objectif par ligne : valeur mesurée, limite, verdict."""
     print("\n== Objectifs")
@@ -1138,7 +1305,7 @@ _PRINTERS = {
     "read_100": _print_comparison, "mixed_100": _print_comparison,
     "write_100": _print_load, "mixed_1000": _print_load,
     "inbox": _print_inbox, "disk": _print_disk, "write_vs_disk": _print_write_vs_disk,
-    "targets": _print_targets,
+    "targets": _print_targets, "compare_rev": _print_revision_comparison,
 }
 
 
@@ -1169,7 +1336,7 @@ def _positive(kind):
 def _option_groups() -> dict:
     """Options partagées entre sous-commandes (analyseurs « parents » d'argparse)."""
     groups = {name: argparse.ArgumentParser(add_help=False)
-              for name in ("output", "timing", "load", "inbox", "disk")}
+              for name in ("output", "timing", "clients", "inbox", "disk")}
     groups["output"].add_argument(
         "--json", action="store_true",
         help="Affiche tous les résultats en JSON (à la fin) plutôt qu'en texte.")
@@ -1178,16 +1345,17 @@ def _option_groups() -> dict:
     groups["timing"].add_argument("--duration", type=_positive(float), default=10.0,
                                   help="Durée chronométrée d'une charge, en secondes "
                                        "(défaut : %(default)s).")
+    groups["clients"].add_argument("--clients", type=_positive(int), default=100,
+                                   help="Clients simultanés, un compte chacun "
+                                        "(défaut : %(default)s).")
+    groups["clients"].add_argument("--prefill", type=int, default=None,
+                                   help=f"Courriels déposés dans chaque boîte avant la "
+                                        f"mesure (défaut : {DEFAULT_PREFILL}, 0 pour write).")
+    groups["load"] = argparse.ArgumentParser(add_help=False, parents=[groups["clients"]])
     groups["load"].add_argument("--mix", choices=sorted(MIXES), default="mixed",
                                 help="mixed : 30 %% list, 20 %% lecture, 20 %% stats, "
                                      "30 %% envoi ; read : list, lecture et stats ; write : "
                                      "envoi seulement (défaut : %(default)s).")
-    groups["load"].add_argument("--clients", type=_positive(int), default=100,
-                                help="Clients simultanés, un compte chacun "
-                                     "(défaut : %(default)s).")
-    groups["load"].add_argument("--prefill", type=int, default=None,
-                                help=f"Courriels déposés dans chaque boîte avant la mesure "
-                                     f"(défaut : {DEFAULT_PREFILL}, 0 pour write).")
     groups["inbox"].add_argument("--emails", type=_positive(int), default=10_000,
                                  help="Taille de la boîte mesurée (défaut : %(default)s).")
     groups["inbox"].add_argument("--senders", type=_positive(int), default=8,
@@ -1206,7 +1374,7 @@ def _option_groups() -> dict:
 
 
 def _parse_args(argv: Optional[list]) -> argparse.Namespace:
-    """Sous-commandes load, baseline, inbox, disk et all, et leurs options."""
+    """Sous-commandes load, baseline, inbox, disk, all et compare, et leurs options."""
     groups = _option_groups()
     output, timing, load = groups["output"], groups["timing"], groups["load"]
     parser = argparse.ArgumentParser(description="Banc d'essai de TP4_server.py.")
@@ -1231,30 +1399,58 @@ def _parse_args(argv: Optional[list]) -> argparse.Namespace:
                                        "100, mixed 1000, boîte, disque et objectifs.")
     command.add_argument("--prefill-1000", type=int, default=DEFAULT_PREFILL,
                          help="Préremplissage des 1000 boîtes (défaut : %(default)s).")
+    command = commands.add_parser("compare", parents=[output, timing, groups["clients"],
+                                                      groups["inbox"]],
+                                  help="Arbre de travail contre une révision git, mesures "
+                                       "alternées, et rapports des chiffres.")
+    command.add_argument("--rev", required=True,
+                         help="Révision git comparée (B), p. ex. HEAD ou HEAD~1.")
+    command.add_argument("--what", choices=("load", "inbox"), default="load",
+                         help="load : une charge par mélange ; inbox : la grande boîte "
+                              "(options --emails etc.) (défaut : %(default)s).")
+    command.add_argument("--mix", choices=list(MIXES), nargs="+", default=list(MIXES),
+                         help="Mélanges mesurés avec --what load, voir load "
+                              "(défaut : tous).")
+    command.add_argument("--rounds", type=_positive(int), default=3,
+                         help="Tours ; chacun mesure A puis B (défaut : %(default)s).")
     args = parser.parse_args(argv)
     _resolve_prefill(parser, args)
     return args
 
 
+def _prefill(mix: str, prefill: Optional[int]) -> int:
+    """Le préremplissage demandé, ou celui par défaut du mélange."""
+    if prefill is not None:
+        return prefill
+    return 0 if mix == "write" else DEFAULT_PREFILL
+
+
 def _resolve_prefill(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Fixe le préremplissage par défaut ; un mélange qui lit en exige au moins 1."""
-    if args.command not in ("load", "baseline", "all"):
+    """
+    Fixe le préremplissage par défaut (compare le laisse à chaque mélange) ;
+    un mélange qui lit en exige au moins 1.
+    """
+    if args.command not in ("load", "baseline", "all", "compare"):
         return
     if args.command == "all":
         if args.prefill_1000 < 1:
             parser.error("--prefill-1000 doit valoir au moins 1 (mixed lit des courriels).")
         return
-    if args.prefill is None:
-        args.prefill = 0 if args.mix == "write" else DEFAULT_PREFILL
-    if args.prefill < 0 or ("read" in MIXES[args.mix] and args.prefill < 1):
-        parser.error(f"--prefill doit valoir au moins 1 avec --mix {args.mix}.")
+    for mix in args.mix if args.command == "compare" else [args.mix]:
+        prefill = _prefill(mix, args.prefill)
+        if prefill < 0 or ("read" in MIXES[mix] and prefill < 1):
+            parser.error(f"--prefill doit valoir au moins 1 avec --mix {mix}.")
+    if args.command != "compare":
+        args.prefill = _prefill(args.mix, args.prefill)
 
 
 def _run_command(args: argparse.Namespace, show) -> dict:
     """Exécute la sous-commande et renvoie ses résultats."""
     if args.command == "all":
         return run_all(args, show)
-    if args.command == "inbox":
+    if args.command == "compare":
+        result, name = run_compare(args), "compare_rev"
+    elif args.command == "inbox":
         result, name = run_inbox(args.emails, args.senders, args.repetitions,
                                  args.body_size), "inbox"
     elif args.command == "disk":
