@@ -4,14 +4,21 @@ Client en ligne de commande du service de courriels @glo2000.ca : création de
 compte, connexion, lecture et envoi de courriels, statistiques.
 """
 
+# Les annotations ne sont pas évaluées à l'importation : rien de gloutils
+# n'est lu avant que le code ne s'exécute.
+from __future__ import annotations
+
 import argparse
 import contextlib
 import getpass
+import io
 import json
 import math
 import re
+import select
 import socket
 import sys
+import time
 import typing
 from typing import NoReturn, Optional
 
@@ -27,9 +34,41 @@ DEFAULT_TIMEOUT = 10.0
 # Au-delà d'un jour, un délai n'a plus de sens pour un humain au clavier, et
 # le système refuse les valeurs démesurées.
 MAX_TIMEOUT = 86_400.0
+# Plus longue attente d'un seul appel à select : sous Windows, un Ctrl-C
+# n'interrompt pas un appel bloquant du socket et n'est vu qu'à son retour.
+WAIT_SLICE = 0.5
 
 INVALID_REPLY = "La réponse du serveur est invalide."
 CONNECTION_LOST = "La connexion avec le serveur a été perdue."
+
+# Noms des fonctions d'envoi et de réception selon l'édition du module du
+# cours : 2022, puis 2023 et 2025, puis 2024. Notre glossocket les a tous ;
+# le nom de 2022 passe en premier, car c'est lui qu'un correcteur y remplace.
+SEND_NAMES = ("send_msg", "send_mesg", "snd_mesg")
+RECV_NAMES = ("recv_msg", "recv_mesg")
+# Nom du menu principal jusqu'en 2024, puis en 2025 (même texte).
+MAIN_MENU_NAMES = ("CLIENT_USE_CHOICE", "CLIENT_USE_CHOICES")
+# Texte du menu principal de 2022, pour un gloutils qui n'aurait ni l'un ni
+# l'autre de ces noms.
+MAIN_MENU_2022 = """Menu principal
+1. Consultation de courriels
+2. Envoi de courriels
+3. Statistiques
+4. Se déconnecter"""
+
+
+def _course_name(module: object, names: tuple, default: object = None) -> object:
+    """
+    Renvoie l'attribut de `module` nommé par le premier des `names` qu'il
+    possède, ou `default` s'il n'en a aucun.
+
+    Cherché à chaque appel, jamais retenu à l'importation : une fonction ou
+    une constante qu'un correcteur remplace après coup est celle qui sert.
+    """
+    for name in names:
+        if hasattr(module, name):
+            return getattr(module, name)
+    return default
 
 
 def _seconds(timeout: float) -> str:
@@ -103,6 +142,36 @@ def _conform(payload: object, payload_type: type) -> Optional[dict]:
         for key, hint in typing.get_type_hints(payload_type).items()
     }
     return None if None in conformed.values() else conformed
+
+
+def _ask_password(prompt: str) -> str:
+    """
+    Demande un mot de passe sans l'afficher, avec `getpass`.
+
+    Sous Windows, `getpass` lit la console elle-même et non l'entrée
+    standard : redirigée (tube, console d'un IDE), elle attendrait sans fin
+    une frappe qui n'arrive jamais. Le mot de passe y est alors lu comme
+    une autre réponse, comme le fait `getpass` sous Unix sans terminal.
+    """
+    if sys.platform == "win32" and not sys.stdin.isatty():
+        return input(prompt)
+    return getpass.getpass(prompt)
+
+
+def _tolerate_any_encoding() -> None:
+    """
+    Fait remplacer par « ? » ce que le codage des entrées et sorties ne peut
+    pas représenter, plutôt que de terminer le client sur une trace.
+
+    Sous Windows, une sortie redirigée (tube, fichier, console d'un IDE)
+    est en cp1252, où un sujet comme « ✓ » n'existe pas ; même en UTF-8,
+    une chaîne JSON peut contenir une demi-paire de substitution. Le codage
+    est gardé : les accents restent lisibles par qui l'attend.
+    """
+    for stream in (sys.stdin, sys.stdout, sys.stderr):
+        # IDLE remplace ces flux par ses propres objets, et pythonw par None.
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="replace")
 
 
 def _address_problem(address: str) -> Optional[str]:
@@ -193,7 +262,7 @@ class Client:
         if payload is not None:
             message["payload"] = payload
         try:
-            glossocket.send_msg(self._socket, json.dumps(message))
+            _course_name(glossocket, SEND_NAMES)(self._socket, json.dumps(message))
         # OSError : une version du module qui n'enveloppe pas les erreurs du
         # socket (dont le délai dépassé) ne doit pas afficher de trace.
         except (glossocket.GLOSocketError, OSError) as ex:
@@ -206,7 +275,8 @@ class Client:
         reste utilisable, seule cette réponse est à jeter.
         """
         try:
-            text = glossocket.recv_msg(self._socket)
+            text = _course_name(glossocket, RECV_NAMES)(self._socket)
+        # UnicodeDecodeError : le module de 2022 la laisse passer telle quelle.
         except (glossocket.GLOSocketError, OSError, UnicodeDecodeError) as ex:
             # Le texte est décodé une fois la trame lue en entier : un
             # mauvais UTF-8 ne désynchronise pas la connexion.
@@ -218,6 +288,32 @@ class Client:
         # RecursionError : un JSON imbriqué trop profondément.
         except (ValueError, RecursionError):
             return None
+
+    def _wait_for_reply(self) -> None:
+        """
+        Attend que la réponse du serveur commence à arriver, au plus le délai
+        du client, par tranches de `WAIT_SLICE` : sous Windows, un Ctrl-C
+        n'est vu qu'entre deux tranches, alors qu'une lecture bloquante ne le
+        verrait qu'à la fin du délai. Le délai dépassé termine le client.
+        """
+        deadline = time.monotonic() + self._timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            if select.select([self._socket], [], [], min(remaining, WAIT_SLICE))[0]:
+                return
+        self._connection_failed(TimeoutError())
+
+    def _drop_stray_replies(self) -> None:
+        """
+        Jette, sans attendre, les réponses que personne n'a demandées : le
+        serveur de certaines éditions répond `OK` à `AUTH_LOGOUT`, et le
+        client lirait sinon chaque réponse suivante avec une requête de
+        retard.
+
+        Une trame dont le début est arrivé est lue en entier, puisque le
+        serveur est en train de l'envoyer.
+        """
+        while select.select([self._socket], [], [], 0)[0]:
+            self._receive()
 
     def _request(
         self,
@@ -233,7 +329,10 @@ class Client:
         autre réponse est signalée comme invalide et renvoie aussi `None` :
         le client reste connecté et revient au menu.
         """
+        self._drop_stray_replies()
         self._send(header, payload)
+        # Une fois la réponse commencée, le module la lit en entier.
+        self._wait_for_reply()
         reply = self._receive()
         if isinstance(reply, dict):
             reply_header = _as_int(reply.get("header"))
@@ -294,7 +393,7 @@ class Client:
         transmis tel quel, car chacun de ses caractères compte.
         """
         username = input("Entrez un nom d'utilisateur: ").strip()
-        password = getpass.getpass("Entrez un mot de passe: ")
+        password = _ask_password("Entrez un mot de passe: ")
         self._authenticate(gloutils.Headers.AUTH_REGISTER, username, password)
 
     def _login(self) -> None:
@@ -307,7 +406,7 @@ class Client:
         l'entourent et le mot de passe est transmis tel quel.
         """
         username = input("Entrez votre nom d'utilisateur: ").strip()
-        password = getpass.getpass("Entrez votre mot de passe: ")
+        password = _ask_password("Entrez votre mot de passe: ")
         self._authenticate(gloutils.Headers.AUTH_LOGIN, username, password)
 
     def _quit(self) -> None:
@@ -317,7 +416,7 @@ class Client:
         Une erreur d'envoi est ignorée : le client s'en va de toute façon.
         """
         with contextlib.suppress(glossocket.GLOSocketError, OSError):
-            glossocket.send_msg(
+            _course_name(glossocket, SEND_NAMES)(
                 self._socket,
                 json.dumps(gloutils.GloMessage(header=gloutils.Headers.BYE)),
             )
@@ -440,7 +539,8 @@ class Client:
     def _logout(self) -> None:
         """
         Déconnecte l'utilisateur (`AUTH_LOGOUT`). Le serveur n'y répond
-        jamais : on n'attend donc pas de réponse.
+        jamais : on n'attend donc pas de réponse. Le `OK` qu'envoient
+        quand même certains serveurs est jeté avant la requête suivante.
         """
         self._send(gloutils.Headers.AUTH_LOGOUT)
         self._username = ""
@@ -461,7 +561,7 @@ class Client:
 
     def _main_menu(self) -> None:
         """Affiche le menu principal et exécute le choix."""
-        print(gloutils.CLIENT_USE_CHOICE)
+        print(_course_name(gloutils, MAIN_MENU_NAMES, MAIN_MENU_2022))
         actions = {
             1: self._read_email,
             2: self._send_email,
@@ -604,6 +704,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _main() -> None:
     """Lit les arguments de la ligne de commande et lance le client."""
+    _tolerate_any_encoding()
     args = _build_parser().parse_args()
     Client(args.dest, args.port, timeout=args.timeout).run()
 

@@ -58,15 +58,24 @@ def reply(header, payload=None):
 class ClientTestCase(unittest.TestCase):
     """
     Base des tests unitaires : un client sans vraie connexion, `send_msg` et
-    `recv_msg` simulés, entrées clavier simulées et sorties capturées.
+    `recv_msg` simulés, entrées clavier simulées et sorties capturées. Le
+    `select` du client ne trouve rien en attente quand il cherche, sans
+    attendre, les réponses que personne n'a demandées, et trouve la réponse
+    arrivée quand il l'attend, sauf si un test en décide autrement.
     """
 
     def setUp(self):
         self.client = TP4_client.Client.__new__(TP4_client.Client)
         self.client._socket = mock.Mock(spec=socket.socket)
         self.client._username = ""
+        self.client._timeout = TP4_client.DEFAULT_TIMEOUT
         self.send = self._patch("TP4_client.glossocket.send_msg")
         self.recv = self._patch("TP4_client.glossocket.recv_msg")
+        # Le module `select` du client seulement : celui des autres reste vrai.
+        self.select = self._patch("TP4_client.select")
+        self.select.select.side_effect = lambda sockets, _w, _x, timeout: (
+            sockets if timeout else [], [], []
+        )
         self.input = self._patch("builtins.input")
         self.getpass = self._patch("getpass.getpass")
         self.stdout = io.StringIO()
@@ -259,6 +268,55 @@ class TestLogout(ClientTestCase):
         self.client._socket.close.assert_not_called()
         self.assertEqual(self.client._username, "")
         self.assertEqual(self.stdout.getvalue(), "")
+
+
+class TestStrayReplies(ClientTestCase):
+    """
+    Avant chaque requête, les réponses que personne n'a demandées sont
+    jetées, sans attendre : un `select` de délai nul.
+    """
+
+    def test_nothing_pending_costs_no_wait(self):
+        self.set_replies(reply(H.OK, {"count": 1, "size": 319}))
+        self.call(self.client._check_stats)
+        # Puis l'attente de la réponse, qui elle est déjà là.
+        self.assertEqual(
+            self.select.select.call_args_list,
+            [
+                mock.call([self.client._socket], [], [], 0),
+                mock.call([self.client._socket], [], [], TP4_client.WAIT_SLICE),
+            ],
+        )
+        self.assertEqual(self.recv.call_count, 1)
+        self.assertEqual(
+            self.stdout.getvalue(),
+            "Nombre de messages : 1\nTaille du dossier : 319 octets\n",
+        )
+
+    def test_stray_replies_are_dropped_before_the_request(self):
+        pending = ([self.client._socket], [], [])
+        # Deux trames en attente, plus rien, puis la réponse attendue.
+        self.select.select.side_effect = [pending, pending, ([], [], []), pending]
+        # Un OK de trop, puis une trame en mauvais UTF-8, puis la réponse.
+        self.set_replies(
+            reply(H.OK),
+            UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
+            reply(H.OK, {"count": 1, "size": 319}),
+        )
+        self.call(self.client._check_stats)
+        self.assertEqual(self.sent(), [{"header": 10}])
+        self.assertEqual(
+            self.stdout.getvalue(),
+            "Nombre de messages : 1\nTaille du dossier : 319 octets\n",
+        )
+
+    def test_server_gone_while_dropping(self):
+        self.select.select.side_effect = None
+        self.select.select.return_value = ([self.client._socket], [], [])
+        self.set_replies(glossocket.GLOSocketError("parti"))
+        self.assertEqual(self.call_exit(self.client._check_stats), 1)
+        self.assertEqual(self.stderr.getvalue(), LOST)
+        self.send.assert_not_called()
 
 
 class TestQuit(ClientTestCase):
@@ -638,9 +696,10 @@ class TestMain(unittest.TestCase):
 class FakeServer(threading.Thread):
     """
     Faux serveur d'une seule session : répond à chaque en-tête de `answers`
-    par le texte associé, ne répond pas aux autres et s'arrête au BYE. Par
-    défaut, il répond OK aux créations de compte et des statistiques fixes
-    aux demandes de statistiques. Garde les messages reçus.
+    par le texte associé (ou envoie tels quels les octets d'une trame), ne
+    répond pas aux autres et s'arrête au BYE. Par défaut, il répond OK aux
+    créations de compte et des statistiques fixes aux demandes de
+    statistiques. Garde les messages reçus.
     """
 
     STATS = {"count": 2, "size": 447}
@@ -676,8 +735,12 @@ class FakeServer(threading.Thread):
             self.received.append(message)
             if message["header"] == H.BYE:
                 return
-            if message["header"] in self.answers:
-                glossocket.send_msg(connection, self.answers[message["header"]])
+            answer = self.answers.get(message["header"])
+            if isinstance(answer, bytes):
+                # Une trame toute faite, par exemple en mauvais UTF-8.
+                connection.sendall(answer)
+            elif answer is not None:
+                glossocket.send_msg(connection, answer)
 
 
 def start_fake_server(test: unittest.TestCase, answers=None) -> "FakeServer":

@@ -1,9 +1,12 @@
 """\
 GLO-2000 Travail pratique 4 - Tests du client : cas limites
-Fichiers du cours (glosocket.py, gabarit en texte simple), défauts lus à
-l'exécution, saisies nettoyées et vérifiées, Ctrl-D et Ctrl-C pendant la
-rédaction, retour depuis la liste des courriels, délais d'attente, réponses
-mal formées et ligne de commande en français.
+Fichiers du cours de chaque édition (2022 à 2025), défauts lus à
+l'exécution, réponses que personne n'a demandées, saisies nettoyées et
+vérifiées, Ctrl-D, Ctrl-Z et Ctrl-C pendant la rédaction, retour depuis la
+liste des courriels, délais d'attente, attente d'une réponse qu'un Ctrl-C
+interrompt, réponses mal formées, ligne de commande en français, un système
+sans les modules propres à Unix, et ce que Windows fait des sorties et du
+mot de passe.
 """
 
 import contextlib
@@ -11,12 +14,15 @@ import importlib.util
 import io
 import json
 import os
+import select
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import types
 import unittest
 from pathlib import Path
 from unittest import mock
@@ -39,6 +45,13 @@ USE = gloutils.CLIENT_USE_CHOICE + "\n"
 CANCELLED = "\nEnvoi annulé.\n"
 SENT = "Le courriel a été envoyé.\n"
 INSTRUCTION = base.TestSendEmail.INSTRUCTION
+STATS_TEXT = gloutils.STATS_DISPLAY.format(**base.FakeServer.STATS) + "\n"
+AUTH_PROMPT = "Entrez votre choix [1-3]: "
+MAIN_PROMPT = "Entrez votre choix [1-4]: "
+# Une trame entière dont le texte n'est pas de l'UTF-8.
+BAD_UTF8_FRAME = b"\x00\x00\x00\x02\xff\xfe"
+# Délai généreux pour ce qui dépend de l'ordonnanceur d'une machine chargée.
+DEADLINE = 30
 
 
 def run_script(script: Path, *args: str, stdin: str = "", cwd=ROOT):
@@ -108,6 +121,439 @@ class TestCourseModules(unittest.TestCase):
             "De : {source}\nÀ : {destination}\nSujet : {subject}\nDate : {date}\n"
             + "-" * 40 + "\n{content}\n"
         )
+
+
+# Ce que chaque édition du cours a changé dans ses modules : noms des
+# fonctions d'envoi et de réception, port, nom du menu principal, présence
+# de SMTP_SERVER. Le reste est identique d'une édition à l'autre.
+EDITIONS = {
+    2022: {"send": "send_msg", "recv": "recv_msg", "port": 5321,
+           "menu": "CLIENT_USE_CHOICE", "smtp": True},
+    2023: {"send": "send_mesg", "recv": "recv_mesg", "port": 5321,
+           "menu": "CLIENT_USE_CHOICE", "smtp": False},
+    2024: {"send": "snd_mesg", "recv": "recv_mesg", "port": 9672,
+           "menu": "CLIENT_USE_CHOICE", "smtp": False},
+    2025: {"send": "send_mesg", "recv": "recv_mesg", "port": 9673,
+           "menu": "CLIENT_USE_CHOICES", "smtp": False},
+}
+
+# glosocket.py d'une édition : ses deux noms seulement, sans alias.
+EDITION_GLOSOCKET = '''\
+"""glosocket de l'édition {year}."""
+import struct
+
+
+class GLOSocketError(Exception):
+    pass
+
+
+def {send}(dest_soc, message):
+    data = message.encode("utf-8")
+    try:
+        dest_soc.sendall(struct.pack("!I", len(data)) + data)
+    except OSError as ex:
+        raise GLOSocketError(ex) from ex
+
+
+def _recv_exactly(source_soc, count):
+    data = b""
+    while len(data) < count:
+        try:
+            chunk = source_soc.recv(count - len(data))
+        except OSError as ex:
+            raise GLOSocketError(ex) from ex
+        if not chunk:
+            raise GLOSocketError("connexion fermée")
+        data += chunk
+    return data
+
+
+def {recv}(source_soc):
+    (length,) = struct.unpack("!I", _recv_exactly(source_soc, 4))
+    data = _recv_exactly(source_soc, length)
+{decode}
+'''
+# En 2022, un mauvais UTF-8 sort du module en UnicodeDecodeError.
+DECODE_2022 = '    return data.decode("utf-8")'
+DECODE_LATER = '''\
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as ex:
+        raise GLOSocketError("UTF-8 invalide") from ex'''
+
+# gloutils.py d'une édition, gabarits en texte simple ; les @NOM@ sont
+# remplacés selon l'édition (les accolades sont celles des gabarits).
+EDITION_GLOUTILS = '''\
+"""gloutils de l'édition @YEAR@."""
+import datetime
+import enum
+from typing import TypedDict, Union
+
+APP_PORT = @PORT@
+SERVER_DATA_DIR = "glo_server_data"
+SERVER_LOST_DIR = "LOST"
+SERVER_DOMAIN = "glo2000.ca"
+@SMTP@PASSWORD_FILENAME = "pass"
+
+CLIENT_AUTH_CHOICE = """Menu de connexion
+1. Créer un compte
+2. Se connecter
+3. Quitter"""
+
+@MENU@ = """Menu principal
+1. Consultation de courriels
+2. Envoi de courriels
+3. Statistiques
+4. Se déconnecter"""
+
+SUBJECT_DISPLAY = "#{number} {sender} - {subject} {date}"
+EMAIL_DISPLAY = ("De : {sender}\\nÀ : {to}\\nSujet : {subject}\\nDate : {date}\\n"
+                 + "-" * 40 + "\\n{body}\\n")
+STATS_DISPLAY = "Nombre de messages : {count}\\nTaille du dossier : {size} octets"
+
+
+class Headers(enum.IntEnum):
+    OK = enum.auto()
+    ERROR = enum.auto()
+    BYE = enum.auto()
+    AUTH_REGISTER = enum.auto()
+    AUTH_LOGIN = enum.auto()
+    AUTH_LOGOUT = enum.auto()
+    INBOX_READING_REQUEST = enum.auto()
+    INBOX_READING_CHOICE = enum.auto()
+    EMAIL_SENDING = enum.auto()
+    STATS_REQUEST = enum.auto()
+
+
+class ErrorPayload(TypedDict):
+    error_message: str
+
+
+class AuthPayload(TypedDict):
+    username: str
+    password: str
+
+
+class EmailContentPayload(TypedDict):
+    sender: str
+    destination: str
+    subject: str
+    date: str
+    content: str
+
+
+class EmailListPayload(TypedDict):
+    email_list: list[str]
+
+
+class EmailChoicePayload(TypedDict):
+    choice: int
+
+
+class StatsPayload(TypedDict):
+    count: int
+    size: int
+
+
+class GloMessage(TypedDict, total=False):
+    header: Headers
+    payload: Union[ErrorPayload, AuthPayload, EmailContentPayload,
+                   EmailListPayload, EmailChoicePayload, StatsPayload]
+
+
+def get_current_utc_time():
+    return datetime.datetime.now(datetime.timezone.utc).strftime(
+        "%a, %d %b %Y %H:%M:%S %z")
+'''
+
+# Correcteur simulé, lancé à côté des modules d'une édition : il remplace la
+# fonction d'envoi (nommée en argument) après l'importation, lit le mot de
+# passe comme le reste de l'entrée (pas de terminal), lance le client avec
+# les arguments suivants et écrit sur stderr les en-têtes passés par son
+# remplaçant.
+GRADER = '''\
+import getpass
+import json
+import sys
+
+import glosocket
+import TP4_client
+
+SEND = sys.argv[1]
+real_send = getattr(glosocket, SEND)
+headers = []
+
+
+def spy(dest_soc, message):
+    headers.append(json.loads(message)["header"])
+    real_send(dest_soc, message)
+
+
+setattr(glosocket, SEND, spy)
+getpass.getpass = input
+sys.argv = ["TP4_client.py", *sys.argv[2:]]
+try:
+    TP4_client._main()
+finally:
+    print(json.dumps(headers), file=sys.stderr)
+'''
+
+
+def write_edition(folder: Path, year: int) -> None:
+    """Écrit dans `folder` le glosocket.py et le gloutils.py de l'édition `year`."""
+    edition = EDITIONS[year]
+    decode = DECODE_2022 if year == 2022 else DECODE_LATER
+    (folder / "glosocket.py").write_text(
+        EDITION_GLOSOCKET.format(
+            year=year, send=edition["send"], recv=edition["recv"], decode=decode
+        ),
+        encoding="utf-8",
+    )
+    smtp = 'SMTP_SERVER = "smtp.ulaval.ca"\n' if edition["smtp"] else ""
+    text = (
+        EDITION_GLOUTILS.replace("@YEAR@", str(year))
+        .replace("@PORT@", str(edition["port"]))
+        .replace("@SMTP@", smtp)
+        .replace("@MENU@", edition["menu"])
+    )
+    (folder / "gloutils.py").write_text(text, encoding="utf-8")
+
+
+def edition_folder(test: unittest.TestCase, year: int) -> Path:
+    """Un dossier temporaire : les modules de l'édition `year` et notre client."""
+    folder = tempfile.TemporaryDirectory(prefix=f"glo-{year}-")
+    test.addCleanup(folder.cleanup)
+    path = Path(folder.name)
+    write_edition(path, year)
+    shutil.copy(ROOT / "TP4_client.py", path)
+    return path
+
+
+def edition_glosocket(test: unittest.TestCase, year: int) -> types.ModuleType:
+    """Le glosocket de l'édition `year`, importé sous un nom qui lui est propre."""
+    path = edition_folder(test, year) / "glosocket.py"
+    spec = importlib.util.spec_from_file_location(f"glosocket_{year}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TestEveryEdition(unittest.TestCase):
+    """
+    Notre TP4_client.py posé à côté des modules de chaque édition du cours,
+    lancé dans un sous-processus comme un correcteur le ferait.
+    """
+
+    LINE = "#1 Qing.Long@glo2000.ca - Bonjour! Tue, 12 Jul 2022 19:21:57 +0000"
+    # Créer un compte, statistiques (réponse en mauvais UTF-8), lire le
+    # courriel #1, se déconnecter, quitter.
+    STDIN = "1\nQing.Long\nMotDePasse123\n3\n1\n1\n4\n3\n"
+
+    def expected_stdout(self):
+        auth = AUTH + AUTH_PROMPT
+        use = USE + MAIN_PROMPT
+        return (
+            auth + "Entrez un nom d'utilisateur: " + "Entrez un mot de passe: "
+            + use + INVALID
+            + use + self.LINE + "\n" + "Entrez votre choix [1-1]: " + base.EMAIL_TEXT
+            + use + auth
+        )
+
+    def run_edition(self, year):
+        folder = edition_folder(self, year)
+        (folder / "grader.py").write_text(GRADER, encoding="utf-8")
+        server = base.start_fake_server(self, {
+            H.AUTH_REGISTER: reply(H.OK),
+            H.STATS_REQUEST: BAD_UTF8_FRAME,
+            H.INBOX_READING_REQUEST: reply(H.OK, {"email_list": [self.LINE]}),
+            H.INBOX_READING_CHOICE: reply(H.OK, support.HANDOUT_EMAIL),
+        })
+        result = run_script(
+            folder / "grader.py", EDITIONS[year]["send"],
+            "-d", support.LOOPBACK, "-p", str(server.port),
+            stdin=self.STDIN, cwd=folder,
+        )
+        server.join(10)
+        headers = [H.AUTH_REGISTER, H.STATS_REQUEST, H.INBOX_READING_REQUEST,
+                   H.INBOX_READING_CHOICE, H.AUTH_LOGOUT, H.BYE]
+        # stderr ne contient que le compte rendu du correcteur : aucune trace.
+        self.assertEqual(result.stderr, json.dumps(headers) + "\n")
+        self.assertEqual(result.returncode, 0)
+        self.assertEqual(result.stdout, self.expected_stdout())
+        self.assertEqual([message["header"] for message in server.received], headers)
+        self.assertEqual(server.received[3]["payload"], {"choice": 1})
+        help_text = run_script(folder / "TP4_client.py", "-h", cwd=folder).stdout
+        self.assertIn(f"(par défaut : {EDITIONS[year]['port']})", help_text)
+
+    def test_each_edition(self):
+        for year in EDITIONS:
+            with self.subTest(edition=year):
+                self.run_edition(year)
+
+
+class TestModuleNamesAtCallTime(base.ClientTestCase):
+    """Fonctions et menu trouvés sous le nom de l'édition, à chaque appel."""
+
+    def edition_module(self, send, recv):
+        """Un module de communication qui n'a que les noms `send` et `recv`."""
+        module = types.SimpleNamespace(GLOSocketError=glossocket.GLOSocketError)
+        setattr(module, send, mock.Mock())
+        stats = reply(H.OK, {"count": 1, "size": 2})
+        setattr(module, recv, mock.Mock(return_value=stats))
+        self._patch_object(TP4_client, "glossocket", module)
+        return module
+
+    def _patch_object(self, target, name, value):
+        patcher = mock.patch.object(target, name, value)
+        self.addCleanup(patcher.stop)
+        patcher.start()
+
+    def test_each_edition_names(self):
+        for send, recv in (("send_mesg", "recv_mesg"), ("snd_mesg", "recv_mesg")):
+            with self.subTest(send=send):
+                module = self.edition_module(send, recv)
+                self.call(self.client._check_stats)
+                self.call(self.client._quit)
+                calls = getattr(module, send).call_args_list
+                self.assertEqual(
+                    [json.loads(call.args[1]) for call in calls],
+                    [{"header": H.STATS_REQUEST}, {"header": H.BYE}],
+                )
+                getattr(module, recv).assert_called_once_with(self.client._socket)
+
+    def test_function_replaced_between_requests(self):
+        module = self.edition_module("snd_mesg", "recv_mesg")
+        first = module.snd_mesg
+        self.call(self.client._check_stats)
+        module.snd_mesg = mock.Mock()
+        self.call(self.client._check_stats)
+        first.assert_called_once()
+        module.snd_mesg.assert_called_once()
+
+    def menu_shown(self):
+        self.set_inputs("4")
+        self.call(self.client._main_menu)
+        return self.stdout.getvalue()
+
+    def test_2025_menu_name(self):
+        with mock.patch.dict(gloutils.__dict__, {"CLIENT_USE_CHOICES": "Menu de 2025"}):
+            del gloutils.CLIENT_USE_CHOICE
+            self.assertEqual(self.menu_shown(), "Menu de 2025\n")
+
+    def test_2022_menu_text_when_no_name(self):
+        with mock.patch.dict(gloutils.__dict__):
+            del gloutils.CLIENT_USE_CHOICE
+            self.assertEqual(
+                self.menu_shown(),
+                "Menu principal\n1. Consultation de courriels\n2. Envoi de courriels\n"
+                "3. Statistiques\n4. Se déconnecter\n",
+            )
+
+    def test_menu_replaced_after_import(self):
+        with mock.patch.object(gloutils, "CLIENT_USE_CHOICE", "Menu remplacé"):
+            self.assertEqual(self.menu_shown(), "Menu remplacé\n")
+
+
+class TestStrayRepliesFromOtherServers(unittest.TestCase):
+    """
+    Un serveur d'une autre édition répond `OK` à `AUTH_LOGOUT` : cette
+    réponse que personne n'a demandée est jetée, et chaque requête suivante
+    reçoit la sienne.
+    """
+
+    ANSWERS = {
+        H.AUTH_REGISTER: reply(H.OK),
+        H.AUTH_LOGOUT: reply(H.OK),
+        H.AUTH_LOGIN: reply(H.ERROR, {"error_message": support.LOGIN_FAILED}),
+        H.STATS_REQUEST: reply(H.OK, base.FakeServer.STATS),
+    }
+    # Marque, dans les réponses de l'utilisateur, l'endroit où il lit l'écran
+    # assez longtemps pour que le OK de trop soit arrivé.
+    PAUSE = object()
+
+    def run_client(self, answers):
+        """
+        Fait tourner le vrai client face à un faux serveur qui répond à
+        `AUTH_LOGOUT` ; renvoie (stdout, en-têtes reçus par le serveur).
+        """
+        server = base.start_fake_server(self, self.ANSWERS)
+        client = TP4_client.Client(support.LOOPBACK, server.port)
+        self.addCleanup(client._socket.close)
+        answers = list(answers)
+
+        def user(prompt=None):
+            answer = answers.pop(0)
+            if answer is self.PAUSE:
+                select.select([client._socket], [], [], DEADLINE)
+                answer = answers.pop(0)
+            return answer
+
+        stdout = io.StringIO()
+        with mock.patch("builtins.input", user), mock.patch(
+            "getpass.getpass", return_value="MotDePasse123"
+        ), contextlib.redirect_stdout(stdout):
+            client.run()
+        server.join(10)
+        return stdout.getvalue(), [message["header"] for message in server.received]
+
+    def test_each_request_gets_its_own_reply(self):
+        stdout, headers = self.run_client([
+            "1", "Qing.Long", "4",
+            self.PAUSE, "2", "Kohryu",
+            "1", "Qing.Long", "3", "4",
+            self.PAUSE, "3",
+        ])
+        self.assertEqual(
+            stdout,
+            AUTH + USE + AUTH + support.LOGIN_FAILED + "\n"
+            + AUTH + USE + STATS_TEXT + USE + AUTH,
+        )
+        self.assertEqual(headers, [4, 6, 5, 4, 10, 6, 3])
+
+    def test_with_each_edition_module(self):
+        for year in EDITIONS:
+            with self.subTest(edition=year), mock.patch.object(
+                TP4_client, "glossocket", edition_glosocket(self, year)
+            ):
+                stdout, headers = self.run_client(
+                    ["1", "Qing.Long", "4", self.PAUSE, "1", "Qing.Long", "3", "4", "3"]
+                )
+                self.assertEqual(
+                    stdout, AUTH + USE + AUTH + USE + STATS_TEXT + USE + AUTH
+                )
+                self.assertEqual(headers, [4, 6, 4, 10, 6, 3])
+
+    def test_partial_frame_is_read_entirely(self):
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        ours.settimeout(DEADLINE)
+        theirs.settimeout(DEADLINE)
+        client = TP4_client.Client.__new__(TP4_client.Client)
+        client._socket = ours
+        client._timeout = DEADLINE
+        stray = support.frame(reply(H.OK))
+        theirs.sendall(stray[:6])
+        requests = []
+
+        def server():
+            # La fin de la trame arrive pendant que le client la lit ; que ce
+            # soit avant ou après, il doit la lire en entier.
+            time.sleep(0.2)
+            theirs.sendall(stray[6:])
+            requests.append(json.loads(glossocket.recv_msg(theirs)))
+            glossocket.send_msg(theirs, reply(H.OK, {"count": 1, "size": 2}))
+
+        thread = threading.Thread(target=server, daemon=True)
+        thread.start()
+        stdout = io.StringIO()
+        with contextlib.redirect_stdout(stdout):
+            client._check_stats()
+        thread.join(DEADLINE)
+        self.assertEqual(
+            stdout.getvalue(), "Nombre de messages : 1\nTaille du dossier : 2 octets\n"
+        )
+        self.assertEqual(requests, [{"header": H.STATS_REQUEST}])
 
 
 class TestDefaultsReadAtRunTime(unittest.TestCase):
@@ -246,6 +692,21 @@ class TestWritingInterrupted(base.ClientTestCase):
         self.assertEqual([message["header"] for message in self.sent()], [6, 3])
         self.assertEqual(self.stdout.getvalue(), USE + CANCELLED + USE + AUTH)
 
+    def test_ctrl_z_enter_ends_the_body_and_the_session_goes_on(self):
+        # Sous Windows, Ctrl-Z puis Entrée fait lever EOFError à input() ;
+        # la console reste ouverte et la session continue.
+        self.set_inputs(
+            "2", "kohryu@glo2000.ca", "Sujet", "ligne", EOFError, "3", "4", "3"
+        )
+        self.set_replies(reply(H.OK), reply(H.OK, base.FakeServer.STATS))
+        self.assertIsNone(self.call(self.client.run))
+        self.assertEqual([message["header"] for message in self.sent()], [9, 10, 6, 3])
+        self.assertEqual(self.sent()[0]["payload"]["content"], "ligne")
+        self.assertEqual(
+            self.stdout.getvalue(),
+            USE + INSTRUCTION + SENT + USE + STATS_TEXT + USE + AUTH,
+        )
+
     def test_eof_at_address_still_quits(self):
         self.set_inputs("2", EOFError)
         with self.assertRaises(SystemExit) as context:
@@ -375,15 +836,21 @@ class TestTimeout(unittest.TestCase):
         self.assertEqual([message["header"] for message in server.received], [4, 10])
 
     def test_waiting_for_the_user_never_times_out(self):
-        answers = ["1", "Qing.Long", "3", "4", "3"]
+        answers = iter(["1", "Qing.Long", "3", "4", "3"])
+        # Assez long pour qu'un faux serveur réponde à temps sur une machine
+        # chargée.
+        timeout = 2.0
 
         def slow_input(prompt=None):
-            # L'utilisateur réfléchit plus longtemps que le délai.
-            time.sleep(0.5)
-            return answers.pop(0)
+            answer = next(answers)
+            # Connecté, l'utilisateur réfléchit plus longtemps que le délai
+            # avant de demander les statistiques.
+            if (prompt, answer) == (MAIN_PROMPT, "3"):
+                time.sleep(timeout + 0.5)
+            return answer
 
         server = base.start_fake_server(self)
-        code, stdout, stderr = self.run_client(server, slow_input, 0.2)
+        code, stdout, stderr = self.run_client(server, slow_input, timeout)
         self.assertIsNone(code)
         self.assertEqual(stderr, "")
         self.assertIn(gloutils.STATS_DISPLAY.format(**base.FakeServer.STATS), stdout)
@@ -430,6 +897,69 @@ class TestFailureKinds(base.ClientTestCase):
         self.call(self.client._check_stats)
         self.assertEqual(self.stdout.getvalue(), INVALID)
         self.client._socket.close.assert_not_called()
+
+
+class TestInterruptibleWait(base.ClientTestCase):
+    """
+    La réponse est attendue par tranches courtes de `select` : sous Windows,
+    un Ctrl-C n'est vu qu'au retour d'un appel bloquant du socket.
+    """
+
+    NOTHING = ([], [], [])
+
+    def timeouts(self):
+        """Les délais passés à `select`, dans l'ordre."""
+        return [call.args[3] for call in self.select.select.call_args_list]
+
+    def test_waits_in_short_slices(self):
+        arrived = ([self.client._socket], [], [])
+        # Rien en attente, deux tranches sans réponse, puis la réponse.
+        self.select.select.side_effect = [self.NOTHING] * 3 + [arrived]
+        self.set_replies(reply(H.OK, {"count": 1, "size": 319}))
+        self.call(self.client._check_stats)
+        self.assertEqual(self.timeouts(), [0] + [TP4_client.WAIT_SLICE] * 3)
+        self.assertEqual(
+            self.stdout.getvalue(),
+            "Nombre de messages : 1\nTaille du dossier : 319 octets\n",
+        )
+
+    def test_silence_ends_at_the_deadline(self):
+        # Une horloge que seul `select` fait avancer, du temps qu'il attend.
+        now = [0.0]
+        self._patch("TP4_client.time").monotonic.side_effect = lambda: now[0]
+
+        def silent(sockets, _w, _x, timeout):
+            now[0] += timeout
+            return self.NOTHING
+
+        self.select.select.side_effect = silent
+        self.client._timeout = 1.2
+        self.assertEqual(self.call_exit(self.client._check_stats), 1)
+        self.assertEqual(
+            self.stderr.getvalue(),
+            "Le serveur ne répond plus (délai de 1,2 s dépassé).\n",
+        )
+        first, *slices, last = self.timeouts()
+        self.assertEqual((first, slices), (0, [TP4_client.WAIT_SLICE] * 2))
+        # La dernière tranche s'arrête au délai, sans le dépasser.
+        self.assertAlmostEqual(last, 0.2)
+        self.recv.assert_not_called()
+
+    def test_ctrl_c_while_waiting_quits_cleanly(self):
+        def interrupted(sockets, _w, _x, timeout):
+            if timeout:
+                raise KeyboardInterrupt
+            return self.NOTHING
+
+        self.select.select.side_effect = interrupted
+        self.set_inputs("1", "Qing.Long")
+        self.getpass.return_value = "MotDePasse123"
+        self.assertEqual(self.call_exit(self.client.run), 0)
+        self.assertEqual(self.stdout.getvalue(), AUTH + "\n")
+        self.assertEqual(self.stderr.getvalue(), "")
+        self.assertEqual([message["header"] for message in self.sent()], [4, 3])
+        self.recv.assert_not_called()
+        self.client._socket.close.assert_called_once_with()
 
 
 class TestLenientReplies(base.ClientTestCase):
@@ -498,21 +1028,18 @@ class TestBadUtf8OnTheWire(unittest.TestCase):
     """Une trame entière en mauvais UTF-8 laisse la connexion lisible."""
 
     def test_next_reply_is_read(self):
-        ours, theirs = socket.socketpair()
-        self.addCleanup(ours.close)
-        self.addCleanup(theirs.close)
-        client = TP4_client.Client.__new__(TP4_client.Client)
-        client._socket = ours
-        client._timeout = 10.0
-        theirs.sendall(b"\x00\x00\x00\x02\xff\xfe")
-        glossocket.send_msg(theirs, reply(H.OK, {"count": 1, "size": 2}))
+        server = base.start_fake_server(self, {
+            H.STATS_REQUEST: BAD_UTF8_FRAME,
+            H.INBOX_READING_REQUEST: reply(H.OK, {"email_list": []}),
+        })
+        client = TP4_client.Client(support.LOOPBACK, server.port)
+        self.addCleanup(client._socket.close)
         stdout = io.StringIO()
         with contextlib.redirect_stdout(stdout):
             client._check_stats()
-            client._check_stats()
+            client._read_email()
         self.assertEqual(
-            stdout.getvalue(),
-            INVALID + "Nombre de messages : 1\nTaille du dossier : 2 octets\n",
+            stdout.getvalue(), INVALID + "Votre boîte de réception est vide.\n"
         )
 
 
@@ -626,6 +1153,43 @@ class TestFrenchCommandLine(unittest.TestCase):
         )
 
 
+def process_state(pid: int) -> str:
+    """L'état du processus `pid` selon le système : R, S (il dort), Z…"""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        # Sans /proc (macOS, BSD), ps donne le même état.
+        result = subprocess.run(
+            ["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True
+        )
+        return result.stdout.strip()[:1]
+    # Le nom du programme, entre parenthèses, peut contenir des espaces.
+    return stat.rpartition(")")[2].split()[0]
+
+
+class Terminal(TerminalClient):
+    """Un `TerminalClient` qui tape Ctrl-C sans course avec `input()`."""
+
+    def interrupt(self, prompt: str) -> None:
+        """
+        Attend `prompt`, puis que le client dorme, et tape Ctrl-C.
+
+        `input()` affiche son invite, puis lit le terminal. Un SIGINT reçu
+        entre les deux est noté par Python, mais la lecture qui suit ne
+        s'interrompt pas pour lui : le client resterait bloqué. Une fois
+        l'invite affichée, le client ne dort plus que dans cette lecture.
+        """
+        self.expect(prompt)
+        deadline = time.monotonic() + DEADLINE
+        while process_state(self.pid) != "S":
+            if time.monotonic() > deadline:
+                self._test.fail(
+                    f"Le client ne lit pas le terminal :\n{self.transcript}"
+                )
+            time.sleep(0.01)
+        os.write(self.fd, b"\x03")
+
+
 class TestTerminal(unittest.TestCase):
     """Ctrl-D et Ctrl-C tapés dans un vrai terminal pendant la rédaction."""
 
@@ -633,25 +1197,25 @@ class TestTerminal(unittest.TestCase):
         server = base.start_fake_server(
             self, {H.AUTH_REGISTER: reply(H.OK), H.EMAIL_SENDING: reply(H.OK)}
         )
-        terminal = TerminalClient(self, server.port)
-        main_prompt = "Entrez votre choix [1-4]: "
+        terminal = Terminal(self, server.port)
         terminal.answer(
-            ("Entrez votre choix [1-3]: ", "1"),
+            (AUTH_PROMPT, "1"),
             ("Entrez un nom d'utilisateur: ", "Qing.Long"),
             ("Entrez un mot de passe: ", "MotDePasse123"),
-            (main_prompt, "2"),
+            (MAIN_PROMPT, "2"),
             ("Entrez l'adresse du destinataire: ", "kohryu@glo2000.ca"),
             ("Entrez le sujet: ", "Sujet"),
         )
         terminal.expect(INSTRUCTION)
+        # Le terminal garde la ligne et la fin d'entrée jusqu'à leur lecture :
+        # les taper d'avance est sans course.
         terminal.type("ligne")
         os.write(terminal.fd, b"\x04")
         terminal.expect(SENT)
-        terminal.answer((main_prompt, "2"))
-        terminal.expect("Entrez l'adresse du destinataire: ")
-        os.write(terminal.fd, b"\x03")
+        terminal.answer((MAIN_PROMPT, "2"))
+        terminal.interrupt("Entrez l'adresse du destinataire: ")
         terminal.expect("Envoi annulé.\n")
-        terminal.answer((main_prompt, "4"), ("Entrez votre choix [1-3]: ", "3"))
+        terminal.answer((MAIN_PROMPT, "4"), (AUTH_PROMPT, "3"))
         self.assertEqual(terminal.wait_exit(), 0)
         server.join(10)
         self.assertEqual(
@@ -659,6 +1223,128 @@ class TestTerminal(unittest.TestCase):
         )
         self.assertEqual(server.received[1]["payload"]["content"], "ligne")
         self.assertNotIn("Traceback", terminal.transcript)
+
+
+class TestWithoutUnixModules(unittest.TestCase):
+    """
+    Le client s'importe et fonctionne sans les modules propres à Unix,
+    comme sous Windows (None dans sys.modules fait échouer leur import).
+    """
+
+    BLOCKED = ("fcntl", "resource", "termios", "pwd", "grp", "readline")
+
+    def run_without(self, code, stdin=""):
+        prologue = (
+            "import sys\n"
+            f"for name in {self.BLOCKED!r}:\n"
+            "    sys.modules[name] = None\n"
+        )
+        return subprocess.run(
+            [sys.executable, "-E", "-c", prologue + code],
+            input=stdin, capture_output=True, text=True, timeout=DEADLINE, cwd=ROOT,
+        )
+
+    def test_imports(self):
+        result = self.run_without("import TP4_client\n")
+        self.assertEqual(result.stderr, "")
+        self.assertEqual(result.returncode, 0)
+
+    def test_runs_a_session(self):
+        server = base.start_fake_server(self)
+        result = self.run_without(
+            "import runpy\n"
+            f"sys.argv = ['TP4_client.py', '-d', {support.LOOPBACK!r}, "
+            f"'-p', '{server.port}']\n"
+            "runpy.run_path('TP4_client.py', run_name='__main__')\n",
+            stdin="1\nQing.Long\nMotDePasse123\n3\n4\n3\n",
+        )
+        server.join(10)
+        # Sans termios, getpass prévient que le mot de passe peut s'afficher.
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertEqual(result.returncode, 0)
+        self.assertIn(STATS_TEXT, result.stdout)
+        self.assertEqual(
+            [message["header"] for message in server.received], [4, 10, 6, 3]
+        )
+
+
+class TestWindowsConsole(unittest.TestCase):
+    """
+    Sous Windows, une sortie redirigée est en cp1252, et `getpass` lit la
+    console, jamais l'entrée standard.
+    """
+
+    EMAIL = {
+        "sender": "alice@glo2000.ca",
+        "destination": "qing.long@glo2000.ca",
+        "subject": "Œuvre ✓",
+        "date": "Tue, 12 Jul 2022 19:21:57 +0000",
+        # Une demi-paire de substitution : du JSON valide, que nul codage
+        # n'écrit.
+        "content": "Fini \ud800",
+    }
+
+    def run_client(self, encoding):
+        """
+        Lit le courriel dans une session dont les sorties sont redirigées et
+        codées en `encoding`, comme sous Windows ; renvoie le résultat.
+        """
+        line = gloutils.SUBJECT_DISPLAY.format(number=1, **self.EMAIL)
+        server = base.start_fake_server(self, {
+            H.AUTH_REGISTER: reply(H.OK),
+            H.INBOX_READING_REQUEST: reply(H.OK, {"email_list": [line]}),
+            H.INBOX_READING_CHOICE: reply(H.OK, self.EMAIL),
+        })
+        code = (
+            "import runpy, sys\n"
+            "for stream in (sys.stdout, sys.stderr):\n"
+            f"    stream.reconfigure(encoding={encoding!r}, errors='strict')\n"
+            f"sys.argv = ['TP4_client.py', '-d', {support.LOOPBACK!r}, "
+            f"'-p', '{server.port}']\n"
+            "runpy.run_path('TP4_client.py', run_name='__main__')\n"
+        )
+        # Sans terminal de contrôle, getpass lit l'entrée standard.
+        result = subprocess.run(
+            [sys.executable, "-E", "-c", code],
+            input=b"1\nQing.Long\nMotDePasse123\n1\n1\n4\n3\n",
+            capture_output=True, timeout=DEADLINE, cwd=ROOT, start_new_session=True,
+        )
+        server.join(10)
+        return result
+
+    def test_unwritable_characters_are_replaced(self):
+        # Les accents, que cp1252 connaît, restent lisibles.
+        cases = (("cp1252", "Sujet : Œuvre ?"), ("utf-8", "Sujet : Œuvre ✓"))
+        for encoding, subject in cases:
+            with self.subTest(encoding=encoding):
+                result = self.run_client(encoding)
+                stderr = result.stderr.decode(encoding, "replace")
+                self.assertNotIn("Traceback", stderr)
+                self.assertEqual(result.returncode, 0, stderr)
+                stdout = result.stdout.decode(encoding)
+                self.assertIn("1. Créer un compte", stdout)
+                self.assertIn(subject, stdout)
+                self.assertIn("Fini ?", stdout)
+
+    def ask_password(self, is_console):
+        """Demande un mot de passe comme sous Windows ; renvoie (réponse, getpass)."""
+        stdin = mock.Mock(**{"isatty.return_value": is_console})
+        with mock.patch.object(sys, "platform", "win32"), mock.patch.object(
+            sys, "stdin", stdin
+        ), mock.patch("builtins.input", return_value="MotDePasse123"), mock.patch(
+            "getpass.getpass", return_value="Secret123"
+        ) as getpass:
+            return TP4_client._ask_password("Entrez un mot de passe: "), getpass
+
+    def test_redirected_input_reads_the_password_as_a_line(self):
+        password, getpass = self.ask_password(is_console=False)
+        self.assertEqual(password, "MotDePasse123")
+        getpass.assert_not_called()
+
+    def test_console_hides_the_password(self):
+        password, getpass = self.ask_password(is_console=True)
+        self.assertEqual(password, "Secret123")
+        getpass.assert_called_once_with("Entrez un mot de passe: ")
 
 
 if __name__ == "__main__":
