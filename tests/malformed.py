@@ -55,6 +55,8 @@ INVALID_USERNAMES = (
     "a" * 65, "b" * 10_000, "x" * 100_000, "a" * MEBIBYTE, "Éloïse", "名前", "", " ",
     "a b", "Qing Long", "a\x00b", "Nul\x00", "a\nb", "bob\n", "\nbob", "a\rb", "a\tb",
     "bob\ud800", "zoe\udfff", "\ud800", "~root", "a:b", "a*b",
+    # Des noms de dossier que Windows efface (point final) ou réserve.
+    "bob.", "x..", "CON", "con", "Aux", "nul.txt", "PRN.log", "com1", "LPT9",
 )
 
 

@@ -4,6 +4,8 @@ comme un vrai processus dans un dossier temporaire, client brut du
 protocole, vérification d'un `ERROR` et petit récepteur SMTP sur 127.0.0.1.
 """
 
+import base64
+import binascii
 import contextlib
 import email
 import email.message
@@ -15,6 +17,7 @@ import resource
 import signal
 import socket
 import socketserver
+import ssl
 import struct
 import subprocess
 import sys
@@ -394,28 +397,95 @@ class RawClient:
         self.close()
 
 
+# Certificats de test (voir certs/README.txt) : l'AC que le serveur reçoit par
+# --smtp-cafile, et les certificats que le récepteur peut présenter.
+CERTS_DIR = Path(__file__).resolve().parent / "certs"
+TEST_CA_FILE = CERTS_DIR / "ca.pem"
+# Signé par l'AC, pour localhost et 127.0.0.1.
+GOOD_CERTIFICATE = "localhost"
+# Signé par l'AC, mais pour un autre nom que 127.0.0.1.
+WRONG_NAME_CERTIFICATE = "autre-nom"
+# Autosigné, étranger à l'AC.
+UNKNOWN_CERTIFICATE = "inconnu"
+
+
 class _SMTPHandler(socketserver.StreamRequestHandler):
-    """Dialogue SMTP minimal : juste ce que smtplib envoie pour un courriel."""
+    """
+    Dialogue SMTP minimal : juste ce que smtplib envoie pour un courriel,
+    plus STARTTLS et AUTH (PLAIN, LOGIN) quand le récepteur les offre.
+    """
+
+    # Un client qui se tait (poignée de main TLS abandonnée, par exemple) ne
+    # retient pas un fil du récepteur plus longtemps que ce délai.
+    timeout = 30
 
     def reply(self, line: str) -> None:
         self.wfile.write(line.encode("ascii") + b"\r\n")
+        # Après STARTTLS, `wfile` est un tampon : la réponse doit partir.
+        self.wfile.flush()
+
+    def read_line(self) -> "str | None":
+        """Une ligne du client sans sa fin, ou None s'il a fermé la connexion."""
+        line = self.rfile.readline()
+        return line.decode("ascii", "replace").strip() if line else None
+
+    def start_tls(self) -> None:
+        """
+        Chiffre la connexion côté serveur avec le certificat du récepteur.
+        Les fichiers du dialogue en clair sont fermés d'abord : rien de ce
+        que le client aurait envoyé d'avance en clair ne doit passer pour
+        une commande chiffrée.
+        """
+        self.rfile.close()
+        self.wfile.close()
+        self.connection = self.server.receiver.tls_context.wrap_socket(
+            self.connection, server_side=True)
+        self.rfile = self.connection.makefile("rb")
+        self.wfile = self.connection.makefile("wb")
+
+    @property
+    def encrypted(self) -> bool:
+        """Vrai une fois la connexion chiffrée : `start_tls` la remplace."""
+        return self.connection is not self.request
+
+    def finish(self) -> None:
+        super().finish()
+        # socketserver ne ferme que la connexion d'origine, vidée par
+        # `wrap_socket` : la connexion chiffrée est à fermer ici.
+        if self.encrypted:
+            self.connection.close()
 
     def handle(self) -> None:
         receiver: SMTPReceiver = self.server.receiver
         if receiver.mode == "silent":
             receiver.silent_event.wait(30)
             return
+        if receiver.tls == "ssl":
+            self.start_tls()
         self.reply("220 localhost ESMTP test")
-        envelope = {"mail_from": None, "rcpt_to": [], "data": b""}
+        envelope = self.new_envelope()
+        user = None
         while True:
-            line = self.rfile.readline()
-            if not line:
+            command = self.read_line()
+            if command is None:
                 return
-            command = line.decode("ascii", "replace").strip()
             verb = command[:4].upper()
             if verb in ("EHLO", "HELO"):
-                self.reply("250 localhost")
+                self.greet(verb, receiver, user)
+            elif command.upper() == "STARTTLS" and self.offers_starttls(receiver):
+                self.reply("220 Pret pour TLS")
+                self.start_tls()
+                # RFC 3207 : après STARTTLS, le client repart de zéro.
+                envelope, user = self.new_envelope(), None
+            elif verb == "AUTH" and self.offers_auth(receiver):
+                if user is not None:
+                    self.reply("503 Deja identifie")
+                    continue
+                user = self.authenticate(receiver, command[5:].split())
             elif verb == "MAIL":
+                if receiver.credentials is not None and user is None:
+                    self.reply("530 5.7.0 Identification requise")
+                    continue
                 envelope["mail_from"] = command[10:]
                 self.reply("250 OK")
             elif verb == "RCPT":
@@ -433,6 +503,7 @@ class _SMTPHandler(socketserver.StreamRequestHandler):
                         break
                     data += chunk[1:] if chunk.startswith(b"..") else chunk
                 envelope["data"] = bytes(data)
+                envelope["user"] = user
                 receiver.messages.append(dict(envelope))
                 self.reply("250 OK")
             elif verb == "QUIT":
@@ -443,22 +514,138 @@ class _SMTPHandler(socketserver.StreamRequestHandler):
             else:
                 self.reply("502 Commande inconnue")
 
+    def new_envelope(self) -> dict:
+        """Enveloppe vide ; `tls` dit si elle arrive par une connexion chiffrée."""
+        return {"mail_from": None, "rcpt_to": [], "data": b"", "tls": self.encrypted,
+                "user": None}
+
+    def offers_starttls(self, receiver: "SMTPReceiver") -> bool:
+        return receiver.tls == "starttls" and not self.encrypted
+
+    def offers_auth(self, receiver: "SMTPReceiver") -> bool:
+        """
+        AUTH n'est offert qu'avec des identifiants et, en mode STARTTLS,
+        qu'une fois la connexion chiffrée, comme les fournisseurs le font :
+        un client qui oublierait STARTTLS ne trouve pas à qui donner son mot
+        de passe en clair.
+        """
+        return receiver.credentials is not None and not self.offers_starttls(receiver)
+
+    def greet(self, verb: str, receiver: "SMTPReceiver", user: "str | None") -> None:
+        """Réponse à EHLO (extensions annoncées) ou à HELO (aucune)."""
+        extensions = []
+        if verb == "EHLO" and self.offers_starttls(receiver):
+            extensions.append("STARTTLS")
+        if verb == "EHLO" and self.offers_auth(receiver) and user is None:
+            extensions.append("AUTH " + " ".join(receiver.mechanisms))
+        lines = ["localhost", *extensions]
+        for line in lines[:-1]:
+            self.reply(f"250-{line}")
+        self.reply(f"250 {lines[-1]}")
+
+    def authenticate(self, receiver: "SMTPReceiver", words: list) -> "str | None":
+        """
+        Mène l'échange AUTH PLAIN ou AUTH LOGIN (réponse initiale ou non) et
+        le note dans `receiver.logins` ; renvoie le nom accepté, ou None.
+        """
+        mechanism = words[0].upper() if words else ""
+        if mechanism not in receiver.mechanisms:
+            self.reply("504 5.5.4 Mecanisme inconnu")
+            return None
+        initial = words[1] if len(words) > 1 else None
+        try:
+            if mechanism == "PLAIN":
+                blob = self.challenge("", initial)
+                if blob is None:
+                    return None
+                _, name, password = blob.split("\0", 2)
+            else:
+                name = self.challenge("Username:", initial)
+                password = None if name is None else self.challenge("Password:", None)
+                if password is None:
+                    return None
+        except ValueError:
+            self.reply("501 5.5.2 Reponse illisible")
+            return None
+        accepted = (name, password) == receiver.credentials
+        receiver.logins.append({"mechanism": mechanism, "user": name,
+                                "accepted": accepted, "tls": self.encrypted})
+        if not accepted:
+            self.reply("535 5.7.8 Identifiants refuses")
+            return None
+        self.reply("235 2.7.0 Identification reussie")
+        return name
+
+    def challenge(self, prompt: str, initial: "str | None") -> "str | None":
+        """
+        Une réponse du client en base64, décodée en UTF-8 : `initial` s'il
+        l'a donnée avec AUTH, sinon lue après un 334 qui porte `prompt`.
+        None si le client abandonne (« * ») ou ferme la connexion.
+        """
+        if initial is None:
+            self.reply("334 " + base64.b64encode(prompt.encode("ascii")).decode("ascii"))
+            initial = self.read_line()
+            if initial is None:
+                return None
+        if initial == "*":
+            self.reply("501 5.7.0 Identification abandonnee")
+            return None
+        if initial == "=":
+            return ""
+        try:
+            return base64.b64decode(initial, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as ex:
+            raise ValueError(initial) from ex
+
 
 class _ThreadingTCPServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+
+    def handle_error(self, request, client_address) -> None:
+        # Un client qui coupe ou refuse la poignée de main TLS est un cas que
+        # les tests provoquent : pas de trace sur la sortie des tests.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
 
 
 class SMTPReceiver:
     """
     Récepteur SMTP sur 127.0.0.1, dans un fil. `mode` : "accept" (garde
     chaque courriel dans `messages`), "refuse" (550 à RCPT) ou "silent"
-    (accepte la connexion puis ne dit jamais rien).
+    (accepte la connexion puis ne dit jamais rien, pas même TLS).
+
+    `tls` : None (en clair, STARTTLS n'est pas offert), "starttls" (offert
+    après EHLO) ou "ssl" (TLS dès la connexion) ; le récepteur présente
+    alors le certificat `certificate` de certs/ (voir `GOOD_CERTIFICATE`).
+    `credentials` : (nom, mot de passe) ; le récepteur offre alors AUTH
+    avec les mécanismes `mechanisms`, n'accepte que ce couple exact (535
+    sinon), note chaque essai dans `logins` et refuse MAIL avant (530).
+
+    Chaque courriel de `messages` est une enveloppe : `mail_from`,
+    `rcpt_to`, `data`, plus `tls` (reçu chiffré) et `user` (nom identifié,
+    ou None).
     """
 
-    def __init__(self, mode: str = "accept") -> None:
+    def __init__(self, mode: str = "accept", *, tls: "str | None" = None,
+                 credentials: "tuple[str, str] | None" = None,
+                 mechanisms: tuple = ("PLAIN", "LOGIN"),
+                 certificate: str = GOOD_CERTIFICATE) -> None:
+        if tls not in (None, "starttls", "ssl"):
+            raise ValueError(f"Mode TLS inconnu : {tls!r}")
+        if not set(mechanisms) <= {"PLAIN", "LOGIN"}:
+            raise ValueError(f"Mécanismes AUTH inconnus : {mechanisms!r}")
         self.mode = mode
+        self.tls = tls
+        self.credentials = credentials
+        self.mechanisms = tuple(mechanisms)
+        self.tls_context = None
+        if tls is not None:
+            self.tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self.tls_context.load_cert_chain(CERTS_DIR / f"{certificate}.pem",
+                                             CERTS_DIR / f"{certificate}.key")
         self.messages: list[dict] = []
+        self.logins: list[dict] = []
         self.silent_event = threading.Event()
         self._server = _ThreadingTCPServer((LOOPBACK, 0), _SMTPHandler)
         self._server.receiver = self

@@ -922,6 +922,57 @@ class TestTemplateMethodsOnTheWire(unittest.TestCase):
         self.assert_called_with_socket(method, self.client)
 
 
+class TestListingOnTheWire(unittest.TestCase):
+    """
+    La liste envoyée sur le fil est celle que `_get_email_list` renvoie à
+    ce moment-là : un correcteur qui l'enveloppe et la modifie, ou qui
+    remplace `gloutils.SUBJECT_DISPLAY`, voit son effet chez le client.
+    """
+
+    SUBJECTS = ("premier", "deuxième", "troisième")
+
+    def setUp(self):
+        self.running = RunningServer(self)
+        self.client = self.running.client()
+        self.assertEqual(self.client.register("Kohryu"), {"header": H.OK})
+        for second, subject in enumerate(self.SUBJECTS):
+            self.assertEqual(self.client.send_email(
+                "Kohryu@glo2000.ca", "kohryu@glo2000.ca", subject,
+                date=f"Tue, 12 Jul 2022 19:21:{second:02d} +0000"), {"header": H.OK})
+        # Une première liste : la boîte est chargée, comme à la correction.
+        self.assertEqual(len(self.listing()), len(self.SUBJECTS))
+
+    def listing(self) -> list:
+        reply = self.client.request(H.INBOX_READING_REQUEST)
+        self.assertEqual(reply["header"], H.OK, reply)
+        return reply["payload"]["email_list"]
+
+    def test_trimmed_listing_reaches_the_wire(self):
+        original = TP4_server.Server._get_email_list
+        returned = []
+
+        def trimmed(server, client_soc):
+            reply = original(server, client_soc)
+            del reply["payload"]["email_list"][1:]
+            returned.append(wire(reply))
+            return reply
+
+        with mock.patch.object(TP4_server.Server, "_get_email_list", trimmed):
+            lines = self.listing()
+        self.assertEqual(lines, ["#1 Kohryu@glo2000.ca - troisième Tue, 12 Jul 2022 "
+                                 "19:21:02 +0000"])
+        self.assertEqual(returned, [{"header": H.OK, "payload": {"email_list": lines}}])
+
+    def test_subject_display_read_at_request_time(self):
+        template = "{number}) {subject} <{sender}> 100%"
+        with mock.patch.object(gloutils, "SUBJECT_DISPLAY", template):
+            lines = self.listing()
+        self.assertEqual(lines, [f"{number}) {subject} <Kohryu@glo2000.ca> 100%"
+                                 for number, subject in enumerate(self.SUBJECTS[::-1], 1)])
+        self.assertEqual(self.listing()[0],
+                         "#1 Kohryu@glo2000.ca - troisième Tue, 12 Jul 2022 19:21:02 +0000")
+
+
 # ----------------------------------------------------------------------
 # E. Un seul serveur par dossier de données
 # ----------------------------------------------------------------------

@@ -6,6 +6,7 @@ les connexions), dans un dossier de travail temporaire.
 """
 
 import errno
+import gc
 import hashlib
 import hmac
 import json
@@ -13,9 +14,9 @@ import logging
 import os
 import select
 import socket
+import stat
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 import unittest
@@ -28,6 +29,11 @@ from tests import support  # noqa: E402
 
 import gloutils  # noqa: E402
 import TP4_server  # noqa: E402
+
+try:
+    import fcntl
+except ImportError:  # Windows.
+    fcntl = None
 
 H = gloutils.Headers
 PASSWORD = support.STRONG_PASSWORD
@@ -382,61 +388,68 @@ class TestEmailList(ServerTestCase):
             with self.subTest(choice=choice):
                 self.assert_error(self.server._get_email(self.kohryu, {"choice": choice}))
 
-    def test_network_reply_is_the_encoded_listing(self):
+    def test_listing_follows_the_template_in_force(self):
         """
-        La réponse envoyée sur le réseau, assemblée d'une liste encodée
-        d'avance, est exactement `json.dumps` de celle de `_get_email_list`,
-        même quand le texte du client ressemble à la marque du numéro.
+        Les lignes sont formées à chaque demande, avec `SUBJECT_DISPLAY` tel
+        qu'il est à ce moment-là : un gabarit remplacé après le chargement de
+        la boîte sert dès la demande suivante, même un gabarit qui a des
+        `%`, des accolades doublées ou des formats, et le texte du client
+        n'est jamais lu comme un gabarit.
         """
-        subjects = ['guillemets " et \\ barre', "ligne\nsuivante\ttab", "accents éàç €",
-                    "emoji 😀 \ud7ff", "marque \x00#\x00 brute", "marque \\u0000#\\u0000",
-                    "{number} #1", ""]
-        for number, subject in enumerate(subjects):
-            self.deliver(subject, f"Tue, 12 Jul 2022 19:21:{number:02d} +0000")
-        for _ in range(2):  # La seconde fois, depuis le cache.
-            reply = self.server._get_email_list(self.kohryu)
-            self.assertIsInstance(reply["payload"]["email_list"], TP4_server._Listing)
-            self.assertEqual(TP4_server._encode(reply), json.dumps(reply))
-        self.deliver("après", "Wed, 13 Jul 2022 08:00:00 +0000")
-        reply = self.server._get_email_list(self.kohryu)
-        self.assertEqual(TP4_server._encode(reply), json.dumps(reply))
-        self.assertEqual(len(reply["payload"]["email_list"]), len(subjects) + 1)
-
-    def test_encoded_listing_with_nothing_to_escape(self):
-        """
-        Des lignes sans rien à échapper s'encodent entre guillemets, sans
-        `json.dumps` ; la première ligne à échapper (un accent, ici) ou un
-        gabarit qui en a changent de méthode, sans changer le résultat.
-        """
-        def assert_encoded() -> None:
-            reply = self.server._get_email_list(self.kohryu)
-            self.assertEqual(TP4_server._encode(reply), json.dumps(reply))
-
-        assert_encoded()
-        for number in range(3):
-            self.deliver(f"Sujet simple {number}", f"Tue, 12 Jul 2022 19:21:{number:02d} +0000")
-        assert_encoded()
-        self.deliver("Sujet accentué", "Tue, 12 Jul 2022 19:22:00 +0000")
-        assert_encoded()
-        template = "#{number} → {sender} - {subject} {date}"
-        with mock.patch.object(gloutils, "SUBJECT_DISPLAY", template):
-            self.server._mailboxes.clear()
-            assert_encoded()
+        subjects = ["accents éàç €", "{number} #1 %s %%", 'guillemets " et \\ barre', ""]
+        emails = [self.deliver(subject, f"Tue, 12 Jul 2022 19:21:{number:02d} +0000")
+                  for number, subject in enumerate(subjects)]
+        self.assertEqual(self.listing(self.kohryu), self.expected_listing(*emails[::-1]))
+        for template in ("#{number} → {sender} - {subject} {date}",
+                         "%d {{#{number}}} {subject} 100%",
+                         "#{number:>3} {sender!r} {subject:.3}",
+                         "{date} {subject}"):
+            with self.subTest(template=template), \
+                    mock.patch.object(gloutils, "SUBJECT_DISPLAY", template):
+                self.assertEqual(self.listing(self.kohryu),
+                                 self.expected_listing(*emails[::-1]))
 
     def test_returned_listing_is_a_copy(self):
         """Modifier la liste reçue ne change pas la suivante."""
-        self.deliver("Sujet", "Tue, 12 Jul 2022 19:21:00 +0000")
+        email = self.deliver("Sujet", "Tue, 12 Jul 2022 19:21:00 +0000")
         first = self.server._get_email_list(self.kohryu)["payload"]["email_list"]
         first.clear()
-        again = self.server._get_email_list(self.kohryu)
-        self.assertEqual(len(again["payload"]["email_list"]), 1)
-        self.assertEqual(TP4_server._encode(again), json.dumps(again))
+        self.assertEqual(self.listing(self.kohryu), self.expected_listing(email))
 
     def test_each_user_sees_only_their_emails(self):
         self.send(support.HANDOUT_EMAIL)
         other = self.register("Autre")
         self.assertEqual(self.listing(other), [])
         self.assertEqual(self.stats(other), {"count": 0, "size": DIGEST_SIZE})
+
+
+class TestMailboxIndex(ServerTestCase):
+    """
+    L'index d'une boîte ne pèse pas sur le ramasse-miettes : ses entrées ne
+    sont pas des objets qu'il suit, et chaque collecte complète ne les
+    parcourt pas, quelle que soit la taille des boîtes.
+    """
+
+    DATES = [f"Tue, 12 Jul 2022 19:21:{second:02d} +0000" for second in range(10)]
+
+    def tracked_growth(self, username: str, count: int) -> int:
+        """Objets suivis de plus une fois chargée une boîte de `count` courriels."""
+        soc = self.register(username)
+        folder = self.data_dir / username
+        for number in range(count):
+            payload = email_to(f"{username}@glo2000.ca", f"Sujet {number}",
+                               self.DATES[number % len(self.DATES)], content=f"n° {number}")
+            (folder / f"{number + 1:020d}.json").write_text(json.dumps(payload))
+        gc.collect()
+        before = len(gc.get_objects())
+        self.assertEqual(self.stats(soc)["count"], count)  # Charge l'index.
+        gc.collect()
+        return len(gc.get_objects()) - before
+
+    def test_entries_are_not_tracked(self):
+        small = self.tracked_growth("petit", 10)
+        large = self.tracked_growth("grand", 2000)
+        self.assertLess(large - small, 200, (small, large))
 
 
 class TestStats(ServerTestCase):
@@ -624,22 +637,23 @@ class TestTemporaryFiles(ServerTestCase):
 
     def test_after_restart(self):
         """
-        Au démarrage, un temporaire complet (lien perdu dans une panne) est
-        publié sous son nom ; un temporaire incomplet est effacé.
+        Au démarrage, tout fichier caché est effacé, même complet : aucun n'a
+        été confirmé (un envoi ne l'est qu'une fois son renommage durable).
+        Chaque courriel confirmé est là, et lui seul.
         """
         kohryu = self.register("Kohryu")
         self.send(support.HANDOUT_EMAIL)
         self.assertEqual(self.stats(kohryu), {"count": 1, "size": 319})
         self.server.cleanup()
-        folder = self.data_dir / "Kohryu"
-        self.plant(folder)
+        for folder in (self.data_dir / "Kohryu", self.data_dir / gloutils.SERVER_LOST_DIR):
+            self.plant(folder)
         restarted = self.new_server()
-        self.assertEqual([name for name in os.listdir(folder) if name.startswith(".")], [])
-        self.assertEqual(json.loads((folder / "1.json").read_text()), support.HANDOUT_EMAIL)
+        self.assertEqual([name for name in self.all_files() if "/." in name], [])
         soc, _ = self.login("Kohryu", server=restarted)
-        self.assertEqual(len(self.listing(soc, restarted)), 2)
-        self.assertEqual(self.stats(soc, restarted), {"count": 2, "size": 319 + 191})
-        self.assertEqual(restarted._get_email(soc, {"choice": 2}),
+        self.assertEqual(self.listing(soc, restarted),
+                         self.expected_listing(support.HANDOUT_EMAIL))
+        self.assertEqual(self.stats(soc, restarted), {"count": 1, "size": 319})
+        self.assertEqual(restarted._get_email(soc, {"choice": 1}),
                          {"header": H.OK, "payload": support.HANDOUT_EMAIL})
 
     def test_none_left_after_sending(self):
@@ -825,14 +839,32 @@ class TestRun(RunLoopTestCase):
 
 
 
-class TestSendingInTheLoop(RunLoopTestCase):
+class TestSendingThroughTheLoop(RunLoopTestCase):
     """
-    Un envoi interne rejoué dans la boucle (`_Replay`) : la réponse est celle
-    de `_send_email`, appelée une seule fois quand un correcteur l'observe,
-    et un courriel écrit est indexé même si son expéditeur est parti.
+    Chaque requête `EMAIL_SENDING` exécute `_send_email` une seule fois,
+    qu'un correcteur l'observe (méthode remplacée sur la classe) ou non :
+    vers un compte, vers `LOST` ou par le relais ; rien n'est enregistré ni
+    relayé deux fois, et un courriel écrit est indexé même si son expéditeur
+    est parti.
     """
 
+    with_receiver = True
+    CASES = (("interne", "bob@glo2000.ca", H.OK),
+             ("perdu", "inconnu@glo2000.ca", H.ERROR),
+             ("externe", "ami@example.com", H.OK))
+
     def setUp(self):
+        # Les appels de la méthode d'origine sont comptés sans la remplacer :
+        # un profileur posé avant la création du serveur suit chacun de ses fils.
+        self.calls = []
+        code = TP4_server.Server._send_email.__code__
+
+        def profile(frame, event, _argument):
+            if event == "call" and frame.f_code is code:
+                self.calls.append(frame.f_locals["payload"]["subject"])
+
+        self.addCleanup(threading.setprofile, threading.getprofile())
+        threading.setprofile(profile)
         super().setUp()
         self.start()
         port = self.server._server_socket.getsockname()[1]
@@ -844,13 +876,32 @@ class TestSendingInTheLoop(RunLoopTestCase):
         self.assertEqual(self.bob.register("bob"), OK)
         self.assertEqual(self.bob.request(H.STATS_REQUEST)["header"], H.OK)  # Index chargé.
 
+    def send_each_case(self) -> None:
+        for name, destination, expected in self.CASES:
+            with self.subTest(case=name):
+                reply = self.alice.send_email("alice@glo2000.ca", destination, name)
+                self.assertEqual(reply["header"], expected, reply)
+
+    def assert_stored_once(self) -> None:
+        self.assertEqual(self.bob.request(H.STATS_REQUEST)["payload"]["count"], 1)
+        self.assertEqual(len(self.files_in("bob")), 1)
+        self.assertEqual(len(self.files_in(gloutils.SERVER_LOST_DIR)), 1)
+        self.assertEqual(len(self.receiver.messages), 1)
+
+    def test_each_request_runs_the_method_once(self):
+        self.send_each_case()
+        self.assertEqual(sorted(self.calls), sorted(name for name, _, _ in self.CASES))
+        self.assert_stored_once()
+
     def test_observed_method_called_once(self):
         original = TP4_server.Server._send_email
         with mock.patch.object(TP4_server.Server, "_send_email", autospec=True,
                                side_effect=original) as spy:
-            self.assertEqual(self.alice.send_email("alice@glo2000.ca", "bob@glo2000.ca"), OK)
-        spy.assert_called_once()
-        self.assertEqual(self.bob.request(H.STATS_REQUEST)["payload"]["count"], 1)
+            self.send_each_case()
+        self.assertEqual(sorted(call.args[1]["subject"] for call in spy.call_args_list),
+                         sorted(name for name, _, _ in self.CASES))
+        self.assertEqual(len(self.calls), len(self.CASES))
+        self.assert_stored_once()
 
     def test_sender_gone_before_the_write_is_done(self):
         self.alice.send(H.EMAIL_SENDING, email_to("bob@glo2000.ca", sender="alice@glo2000.ca"))
@@ -859,199 +910,289 @@ class TestSendingInTheLoop(RunLoopTestCase):
         while self.bob.request(H.STATS_REQUEST)["payload"]["count"] != 1:
             self.assertLess(time.monotonic(), deadline, "Courriel écrit mais jamais indexé.")
             time.sleep(0.02)
-        files = [name for name in os.listdir(self.data_dir / "bob") if name.endswith(".json")]
-        self.assertEqual(len(files), 1)
+        self.assertEqual(len(self.files_in("bob")), 1)
 
 
-class TestWriterProcessFaults(RunLoopTestCase):
+class DiskSpy:
     """
-    Un processus d'écriture qui répond de travers ou se tait : chaque envoi
-    en cours finit, vite, par un `ERROR` ; rien n'est publié, aucun
-    processus ne reste, et le suivant sert normalement.
-    """
-
-    # Remplace `_WRITER_PROGRAM` : lit les demandes, répond `REPLY` (rien
-    # si elle est vide), puis se tait.
-    FAKE_WRITER = textwrap.dedent("""\
-        import socket, sys, time
-        channel = socket.socket(fileno=int(sys.argv[2]))
-        channel.recv(1 << 20)
-        channel.sendall(%r)
-        time.sleep(60)
-        """)
-
-    def send_with_writer(self, reply: bytes, senders: int = 3) -> list:
-        """Les `senders` clients envoient en même temps avec le faux processus."""
-        self.start()
-        port = self.server._server_socket.getsockname()[1]
-        clients = [support.RawClient(port) for _ in range(senders)]
-        for client in clients:
-            self.addCleanup(client.close)
-        for index, client in enumerate(clients):
-            self.assertEqual(client.register(f"Client{index}"), {"header": H.OK})
-        with mock.patch.object(TP4_server, "_WRITER_PROGRAM", self.FAKE_WRITER % reply), \
-                mock.patch.object(TP4_server, "_WRITE_TIMEOUT", 1.0):
-            started = time.monotonic()
-            for index, client in enumerate(clients):
-                client.send(H.EMAIL_SENDING, email_to(
-                    "client0@glo2000.ca", sender=f"Client{index}@glo2000.ca"))
-            replies = [client.recv() for client in clients]
-            self.assertLess(time.monotonic() - started, 5)
-        return clients, replies
-
-    def assert_recovered(self, clients, replies):
-        for reply in replies:
-            self.assertIn("n'a pas pu être enregistré", self.assert_error(reply))
-        self.assertEqual(os.listdir(self.data_dir / "Client0"), [gloutils.PASSWORD_FILENAME])
-        self.assertEqual(clients[0].request(H.STATS_REQUEST)["payload"]["count"], 0)
-        self.assertEqual(clients[1].send_email("Client1@glo2000.ca", "client0@glo2000.ca"),
-                         {"header": H.OK})
-        self.assertEqual(clients[0].request(H.STATS_REQUEST)["payload"]["count"], 1)
-        self.stop()
-        self.server.cleanup()
-        self.assertEqual(support.child_pids(os.getpid()), [])
-
-    def test_garbage_reply(self):
-        self.assert_recovered(*self.send_with_writer(b"n'importe quoi\n"))
-
-    def test_reply_for_an_unknown_request(self):
-        self.assert_recovered(*self.send_with_writer(b'{"id": 987654}\n'))
-
-    def test_reply_without_end_of_line(self):
-        self.assert_recovered(*self.send_with_writer(b'{"id": 1'))
-
-    def test_no_reply(self):
-        self.assert_recovered(*self.send_with_writer(b""))
-
-
-class TestWriterBatches(unittest.TestCase):
-    """
-    Le processus d'écriture publie ses demandes par lots : écrites sous leur
-    nom caché, rendues durables d'un coup, puis renommées. Chaque demande a
-    sa réponse, et une erreur ne touche que les courriels qu'elle concerne.
+    Ce que le serveur fait au disque, noté dans l'ordre : chaque `fsync`
+    réussi (identité du fichier, type, taille à ce moment), chaque renommage
+    (identité du fichier renommé), et ce que le test y ajoute (les réponses
+    reçues). Il peut aussi retenir les `fsync` (`hold`) jusqu'à `release`,
+    et faire échouer ceux que `fail` désigne.
     """
 
-    def setUp(self) -> None:
-        folder = tempfile.TemporaryDirectory(prefix="glo-lots-")
-        self.addCleanup(folder.cleanup)
-        self.folder = Path(folder.name)
-
-    @staticmethod
-    def frame(request_id: int, folder: Path, filename: str, data: bytes) -> bytes:
-        header = json.dumps({"id": request_id, "folder": str(folder), "filename": filename})
-        return support.frame(header.encode() + b"\n" + data)
-
-    def request(self, request_id: int, filename: str, data: bytes = b"{}",
-                folder: Path = None) -> tuple:
-        return ({"id": request_id, "folder": str(folder or self.folder),
-                 "filename": filename}, data)
-
-    @staticmethod
-    def replies(raw: bytes) -> list:
-        return [json.loads(line) for line in raw.splitlines()]
-
-    def test_complete_requests_are_taken_and_a_partial_one_is_kept(self):
-        first = self.frame(1, self.folder, "a.json", b'{"un": 1}')
-        second = self.frame(2, self.folder, "b.json", b"deux\nlignes")
-        received = bytearray(first + second[:7])
-        requests, stopping = TP4_server._take_requests(received)
-        self.assertFalse(stopping)
-        self.assertEqual([(header["id"], data) for header, data in requests],
-                         [(1, b'{"un": 1}')])
-        self.assertEqual(bytes(received), second[:7])
-        received += second[7:] + TP4_server._STOP_FRAME
-        requests, stopping = TP4_server._take_requests(received)
-        self.assertTrue(stopping)
-        self.assertEqual([(header["id"], data) for header, data in requests],
-                         [(2, b"deux\nlignes")])
-
-    def check_batch_is_published(self, make_durable) -> None:
-        requests = [self.request(number, f"{number:020d}.json", b'{"n": %d}' % number)
-                    for number in range(1, 21)]
-        replies = self.replies(TP4_server._publish_batch(requests, make_durable))
-        self.assertEqual(replies, [{"id": number} for number in range(1, 21)])
-        self.assertEqual(sorted(os.listdir(self.folder)),
-                         [f"{number:020d}.json" for number in range(1, 21)])
-        self.assertEqual((self.folder / f"{7:020d}.json").read_bytes(), b'{"n": 7}')
-
-    def test_batch_published_with_one_fsync_per_file(self):
-        self.check_batch_is_published(TP4_server._fsync_each)
-
-    def test_batch_published_with_the_method_of_this_system(self):
-        self.check_batch_is_published(TP4_server._durability_method())
-
-    @unittest.skipUnless(sys.platform.startswith("linux"), "syncfs est propre à Linux")
-    def test_syncfs_is_used_on_a_recent_linux(self):
-        release = tuple(map(int, os.uname().release.split(".")[:2]))
-        if release < (5, 8):
-            self.skipTest("noyau sans rapport d'erreurs par syncfs")
-        syncfs = TP4_server._load_syncfs()
-        self.assertIsNotNone(syncfs)
-        descriptor = os.open(self.folder, os.O_RDONLY)
-        self.addCleanup(os.close, descriptor)
-        syncfs(descriptor)
-        with self.assertRaises(OSError) as caught:
-            syncfs(987654)
-        self.assertEqual(caught.exception.errno, errno.EBADF)
-
-    def test_fsync_on_an_old_kernel_or_another_system(self):
-        for system, release in (("linux", "5.4.0-150-generic"), ("darwin", "23.1.0")):
-            with self.subTest(system=system), \
-                    mock.patch.object(sys, "platform", system), \
-                    mock.patch.object(os, "uname", return_value=mock.Mock(release=release)):
-                self.assertIsNone(TP4_server._load_syncfs())
-                self.assertIs(TP4_server._durability_method(), TP4_server._fsync_each)
-
-    def test_failed_syncfs_fails_the_whole_batch_and_leaves_nothing(self):
-        def failing_syncfs(descriptor: int) -> None:
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-
-        with mock.patch.object(TP4_server, "_load_syncfs", return_value=failing_syncfs):
-            make_durable = TP4_server._durability_method()
-        requests = [self.request(1, "a.json"), self.request(2, "b.json")]
-        replies = self.replies(TP4_server._publish_batch(requests, make_durable))
-        self.assertEqual([(reply["id"], reply["errno"]) for reply in replies],
-                         [(1, errno.EIO), (2, errno.EIO)])
-        self.assertEqual(os.listdir(self.folder), [])
-
-    def test_refused_syncfs_falls_back_to_fsync(self):
-        """Un syncfs interdit (filtre seccomp d'un conteneur) : un fsync par fichier."""
-        def refused_syncfs(descriptor: int) -> None:
-            raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
-
-        with mock.patch.object(TP4_server, "_load_syncfs", return_value=refused_syncfs):
-            make_durable = TP4_server._durability_method()
-        with mock.patch.object(os, "fsync", wraps=os.fsync) as fsync:
-            self.check_batch_is_published(make_durable)
-        self.assertEqual(fsync.call_count, 20)
-
-    def test_an_error_only_fails_its_own_email(self):
-        (self.folder / "pris.json").write_bytes(b"ancien")
-        requests = [self.request(1, "a.json"), self.request(2, "pris.json"),
-                    self.request(3, "c.json", folder=self.folder / "absent"),
-                    self.request(4, "d.json")]
-        replies = self.replies(TP4_server._publish_batch(
-            requests, TP4_server._durability_method()))
-        self.assertEqual([reply.get("errno") for reply in replies],
-                         [None, errno.EEXIST, errno.ENOENT, None])
-        self.assertEqual(sorted(os.listdir(self.folder)), ["a.json", "d.json", "pris.json"])
-        self.assertEqual((self.folder / "pris.json").read_bytes(), b"ancien")
-
-    def test_a_failed_fsync_discards_only_its_email(self):
-        real_fsync = os.fsync
-        refused = []
+    def __init__(self, test: unittest.TestCase) -> None:
+        self.events: list = []
+        # Fonction (résultat de fstat) -> errno du fsync à faire échouer, ou None.
+        self.fail = None
+        self._open = threading.Event()
+        self._open.set()
+        self._lock = threading.Lock()
+        real_fsync, real_rename = os.fsync, os.rename
 
         def fsync(descriptor: int) -> None:
-            if not refused:
-                refused.append(descriptor)
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self._open.wait(10)
+            status = os.fstat(descriptor)
+            failure = self.fail(status) if self.fail else None
+            if failure:
+                raise OSError(failure, os.strerror(failure))
+            if stat.S_ISDIR(status.st_mode):
+                time.sleep(0.05)  # Une réponse trop hâtive arriverait pendant ce temps.
             real_fsync(descriptor)
+            self.note("fsync", (status.st_dev, status.st_ino), status.st_size)
 
-        requests = [self.request(1, "a.json"), self.request(2, "b.json")]
-        with mock.patch.object(os, "fsync", fsync):
-            replies = self.replies(TP4_server._publish_batch(requests, TP4_server._fsync_each))
-        self.assertEqual([reply.get("errno") for reply in replies], [errno.ENOSPC, None])
-        self.assertEqual(os.listdir(self.folder), ["b.json"])
+        def rename(source, destination, *args, **kwargs) -> None:
+            status = os.stat(source)
+            real_rename(source, destination, *args, **kwargs)
+            self.note("rename", (status.st_dev, status.st_ino), os.fspath(source),
+                      os.fspath(destination))
+
+        for name, replacement in (("fsync", fsync), ("rename", rename)):
+            patcher = mock.patch.object(os, name, replacement)
+            patcher.start()
+            test.addCleanup(patcher.stop)
+        test.addCleanup(self.release)
+
+    def note(self, *event) -> None:
+        with self._lock:
+            self.events.append(event)
+
+    def hold(self) -> None:
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def position(self, *prefix, after: int = -1) -> int:
+        """Rang du premier événement après `after` qui commence par `prefix`."""
+        with self._lock:
+            for index, event in enumerate(self.events):
+                if index > after and event[:len(prefix)] == prefix:
+                    return index
+        raise AssertionError(f"Aucun événement {prefix} après le rang {after}.")
+
+
+def identity(path: Path) -> tuple:
+    status = os.stat(path)
+    return status.st_dev, status.st_ino
+
+
+@unittest.skipIf(hasattr(fcntl, "F_FULLFSYNC"),
+                 "F_FULLFSYNC y tient lieu de fsync (voir test_platforms)")
+class TestDurablePublication(RunLoopTestCase):
+    """
+    Le fil d'écriture publie ensemble tout ce qui attend : chaque courriel
+    est écrit sous un nom caché, rendu durable, renommé, puis son dossier
+    est synchronisé, et l'envoi n'est confirmé qu'ensuite. Une erreur
+    n'échoue que le courriel qu'elle touche et ne laisse rien de visible.
+    """
+
+    SENDERS = ("alice", "carol", "dave", "erin", "frank", "grace")
+
+    def setUp(self):
+        super().setUp()
+        self.start()
+        port = self.server._server_socket.getsockname()[1]
+        self.clients = {}
+        for name in ("bob", *self.SENDERS):
+            self.clients[name] = support.RawClient(port)
+            self.addCleanup(self.clients[name].close)
+            self.assertEqual(self.clients[name].register(name), OK)
+        for name in ("bob", "carol"):  # Index chargés.
+            self.assertEqual(self.clients[name].request(H.STATS_REQUEST)["header"], H.OK)
+        self.disk = DiskSpy(self)
+
+    def email(self, sender: str, destination: str = "bob", content: str = "Contenu") -> dict:
+        return email_to(f"{destination}@glo2000.ca", f"de {sender}",
+                        sender=f"{sender}@glo2000.ca", content=content)
+
+    def exchange(self, *emails: dict) -> dict:
+        """
+        Envoie les courriels en même temps, chacun par son expéditeur ; chaque
+        réponse est notée dès sa réception. Renvoie les réponses par sujet.
+        """
+        replies = {}
+
+        def receive(payload: dict) -> None:
+            client = self.clients[payload["sender"].partition("@")[0]]
+            reply = client.recv()
+            self.disk.note("reply", payload["subject"])
+            replies[payload["subject"]] = reply
+
+        threads = [threading.Thread(target=receive, args=(payload,)) for payload in emails]
+        for thread in threads:
+            thread.start()
+        for payload in emails:
+            self.clients[payload["sender"].partition("@")[0]].send(H.EMAIL_SENDING, payload)
+        for thread in threads:
+            thread.join(10)
+        return replies
+
+    def published(self, folder: str) -> dict:
+        """Les courriels publiés du dossier, par sujet : {sujet: chemin}."""
+        paths = [self.data_dir / folder / name for name in self.files_in(folder)]
+        return {json.loads(path.read_text())["subject"]: path for path in paths}
+
+    def assert_nothing_hidden(self) -> None:
+        self.assertEqual([name for name in self.all_files() if "/." in name], [])
+
+    def restarted_view(self, username: str) -> tuple:
+        """Arrête le serveur, en démarre un autre sur les mêmes données : (liste, stats)."""
+        self.stop()
+        self.server.cleanup()
+        restarted = self.new_server()
+        soc, reply = self.login(username, server=restarted)
+        self.assertEqual(reply, OK)
+        return self.listing(soc, restarted), self.stats(soc, restarted)
+
+    def test_concurrent_emails_each_durable_before_its_reply(self):
+        emails = [self.email(sender) for sender in self.SENDERS]
+        replies = self.exchange(*emails)
+        self.assertEqual(replies, {payload["subject"]: OK for payload in emails})
+        published = self.published("bob")
+        self.assertEqual(sorted(published), sorted(replies))
+        folder = identity(self.data_dir / "bob")
+        for payload in emails:
+            with self.subTest(email=payload["subject"]):
+                path = published[payload["subject"]]
+                self.assertEqual(path.read_text(), json.dumps(payload))
+                written = self.disk.position("fsync", identity(path), len(json.dumps(payload)))
+                renamed = self.disk.position("rename", identity(path), after=written)
+                source, destination = self.disk.events[renamed][2:]
+                self.assertTrue(os.path.samefile(destination, path))
+                self.assertTrue(os.path.samefile(Path(source).parent, path.parent))
+                self.assertTrue(Path(source).name.startswith("."), source)
+                synced = self.disk.position("fsync", folder, after=renamed)
+                self.assertGreater(self.disk.position("reply", payload["subject"]), synced)
+        self.assert_nothing_hidden()
+        lines = self.clients["bob"].request(H.INBOX_READING_REQUEST)["payload"]["email_list"]
+        self.assertEqual(len(lines), len(emails))
+
+    def test_taken_name_gets_another_and_the_file_in_place_is_kept(self):
+        """
+        L'horloge a reculé depuis un redémarrage : les noms qu'elle redonne
+        sont déjà pris. Le courriel en prend un autre, rien n'est écrasé.
+        """
+        first = self.email("alice")
+        self.assertEqual(self.exchange(first), {first["subject"]: OK})
+        [path] = self.published("bob").values()
+        arrival = int(path.stem)
+        taken = [path.with_name(f"{arrival + step:020d}.json") for step in (1, 2, 3)]
+        for planted in taken:
+            planted.write_bytes(b"ancien")
+        second = self.email("carol")
+        with mock.patch.object(time, "time_ns", return_value=arrival - 10**9):
+            self.assertEqual(self.exchange(second), {second["subject"]: OK})
+        for planted in taken:
+            self.assertEqual(planted.read_bytes(), b"ancien")
+        new = set(self.files_in("bob")) - {path.name, *(planted.name for planted in taken)}
+        self.assertEqual(len(new), 1)
+        self.assertEqual((path.parent / new.pop()).read_text(), json.dumps(second))
+        self.assertEqual(self.clients["bob"].request(H.STATS_REQUEST)["payload"]["count"], 2)
+        self.assert_nothing_hidden()
+
+    def test_missing_folder_fails_only_its_email(self):
+        """
+        Le dossier de Bob disparaît ; les courriels qui attendent avec le sien
+        (retenus ensemble derrière un premier) sont publiés normalement.
+        """
+        self.disk.hold()
+        blocker = self.email("dave", "carol")
+        self.clients["dave"].send(H.EMAIL_SENDING, blocker)
+        (self.data_dir / "bob").rename(self.data_dir.parent / "bob-de-cote")
+        emails = [self.email("alice"), self.email("erin", "carol")]
+        threading.Timer(0.3, self.disk.release).start()
+        replies = self.exchange(*emails)
+        self.assertEqual(self.clients["dave"].recv(), OK)
+        self.assertIn("dossier introuvable", self.assert_error(replies["de alice"]))
+        self.assertEqual(replies["de erin"], OK)
+        self.assertEqual(sorted(self.published("carol")), ["de dave", "de erin"])
+        self.assertEqual(sorted(os.listdir(self.data_dir.parent / "bob-de-cote")),
+                         [gloutils.PASSWORD_FILENAME])
+        self.assertFalse((self.data_dir / "bob").exists())
+        self.assert_nothing_hidden()
+
+    def test_failed_fsync_fails_only_its_email_and_leaves_nothing(self):
+        doomed = self.email("alice", content="x" * 3000)
+        size = len(json.dumps(doomed))
+        self.disk.fail = lambda status: (errno.EIO if stat.S_ISREG(status.st_mode)
+                                         and status.st_size == size else None)
+        emails = [doomed, *(self.email(sender) for sender in self.SENDERS[1:])]
+        replies = self.exchange(*emails)
+        self.assertIn("n'a pas pu être enregistré", self.assert_error(replies.pop("de alice")))
+        self.assertEqual(replies, {payload["subject"]: OK for payload in emails[1:]})
+        self.assertEqual(sorted(self.published("bob")), sorted(replies))
+        self.assert_nothing_hidden()
+        bob = self.clients["bob"]
+        self.assertEqual(len(bob.request(H.INBOX_READING_REQUEST)["payload"]["email_list"]),
+                         len(replies))
+        folder_size = sum(path.stat().st_size for path in (self.data_dir / "bob").iterdir())
+        self.assertEqual(bob.request(H.STATS_REQUEST)["payload"],
+                         {"count": len(replies), "size": folder_size})
+        self.disk.fail = None
+        lines, stats = self.restarted_view("bob")
+        self.assertEqual((len(lines), stats["count"]), (len(replies), len(replies)))
+
+    def test_failed_folder_sync_leaves_nothing(self):
+        """
+        La synchronisation du dossier échoue après le renommage : l'envoi est
+        refusé, et le courriel refusé n'apparaît nulle part, ni maintenant ni
+        après un redémarrage (il serait livré malgré le refus).
+        """
+        folder = identity(self.data_dir / "bob")
+        self.disk.fail = lambda status: (
+            errno.EIO if (status.st_dev, status.st_ino) == folder else None)
+        refused = self.email("alice")
+        self.assertIn("n'a pas pu être enregistré",
+                      self.assert_error(self.exchange(refused)["de alice"]))
+        self.disk.fail = None
+        self.assertEqual(self.published("bob"), {})
+        self.assertEqual(self.clients["bob"].request(H.STATS_REQUEST)["payload"]["count"], 0)
+        self.assert_nothing_hidden()
+        self.assertEqual(self.restarted_view("bob"), ([], {"count": 0, "size": DIGEST_SIZE}))
+
+    def test_unexpected_failure_in_the_writer(self):
+        """
+        Un défaut imprévu (ni une `OSError`) au milieu d'un groupe, au
+        deuxième renommage : chaque envoi reçoit vite sa réponse, un `ERROR`
+        ne laisse rien de publié, aucun descripteur ne reste ouvert, l'envoi
+        suivant est servi, et le redémarrage retrouve exactement les
+        courriels confirmés.
+        """
+        descriptors = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+        self.disk.hold()
+        blocker = self.email("dave", "carol")
+        self.clients["dave"].send(H.EMAIL_SENDING, blocker)
+        renames = []
+        spied_rename = os.rename
+
+        def failing_rename(*args, **kwargs):
+            renames.append(args)
+            if len(renames) == 3:
+                raise RuntimeError("défaut imprévu")
+            return spied_rename(*args, **kwargs)
+
+        emails = [self.email(sender) for sender in ("alice", "erin", "frank")]
+        threading.Timer(0.3, self.disk.release).start()
+        with mock.patch.object(os, "rename", failing_rename):
+            started = time.monotonic()
+            replies = self.exchange(*emails)
+            self.assertLess(time.monotonic() - started, 5)
+        self.assertEqual(self.clients["dave"].recv(), OK)
+        confirmed = sorted(subject for subject, reply in replies.items() if reply == OK)
+        for subject, reply in replies.items():
+            if reply != OK:
+                self.assertIn("n'a pas pu être enregistré", self.assert_error(reply))
+        self.assertLess(len(confirmed), len(emails))
+        self.assertEqual(sorted(self.published("bob")), confirmed)
+        self.assert_nothing_hidden()
+        if descriptors is not None:
+            self.assertEqual(len(os.listdir("/proc/self/fd")), descriptors)
+        self.assertEqual(self.exchange(self.email("carol")), {"de carol": OK})
+        lines, stats = self.restarted_view("bob")
+        self.assertEqual((len(lines), stats["count"]), (len(confirmed) + 1,) * 2)
+        self.assert_nothing_hidden()
 
 
 if __name__ == "__main__":
