@@ -90,8 +90,9 @@ _OUTPUT_HIGH_WATER = 256 * 1024  # Au-delà, en réponses non lues, on cesse de 
 _ACCEPT_BACKOFF = 0.1
 _MAX_WAIT = 0.5  # Attente maximale dans select() : Windows n'y remet pas Ctrl-C.
 # Fils de l'exécuteur : un envoi interne y attend son écriture, et le fil d'écriture publie
-# ensemble tout ce qui attend. Au plus `_RELAY_WORKERS` relais SMTP ; les autres attendent.
-_WORKERS = 32
+# ensemble tout ce qui attend ; assez de fils pour que les envois de 100 clients forment un
+# groupe. Au plus `_RELAY_WORKERS` relais SMTP ; les autres attendent leur tour.
+_WORKERS = 128
 _RELAY_WORKERS = 8
 _INLINE_READ_MAX = 64 * 1024  # Un courriel plus gros est relu par un fil.
 # Essais de mot de passe : `pass` (sha3-512 sans sel) est fixé par l'énoncé, on limite donc
@@ -273,18 +274,17 @@ class _Mailbox:
             return self._entries[-number] if 1 <= number <= len(self._entries) else None
 
 
-# Où prendre chaque champ de `SUBJECT_DISPLAY` dans (numéro, *entrée).
-_LINE_FIELDS = {"number": 0, "sender": 1 + _SENDER, "subject": 1 + _SUBJECT, "date": 1 + _DATE}
+_LINE_FIELDS = ("number", "sender", "subject", "date")
 
 
 def _subject_lines(entries: list) -> list[str]:
     """
     Les lignes `SUBJECT_DISPLAY` des entrées, numérotées depuis 1, selon le gabarit en
     vigueur. Un gabarit de champs simples est d'abord traduit en gabarit `%`, au texte
-    identique : pour 10 000 lignes, `str.format` prend 22 ms et `%` 7,6 ms (mesuré).
+    identique : pour 10 000 lignes, `str.format` prend 22 ms et `%` 4 ms (mesuré).
     """
     template = gloutils.SUBJECT_DISPLAY
-    text, positions = [], []
+    text, order = [], []
     try:
         for literal, name, spec, conversion in string.Formatter().parse(template):
             text.append(literal.replace("%", "%%"))
@@ -292,15 +292,20 @@ def _subject_lines(entries: list) -> list[str]:
                 if name not in _LINE_FIELDS or spec or conversion:
                     raise ValueError(name)
                 text.append("%s")
-                positions.append(_LINE_FIELDS[name])
+                order.append(_LINE_FIELDS.index(name))
     except ValueError:
-        positions = []
-    if not positions:
+        order = []
+    numbered = enumerate(entries, start=1)
+    if not order:
         return [template.format(number=number, sender=entry[_SENDER], subject=entry[_SUBJECT],
-                                date=entry[_DATE])
-                for number, entry in enumerate(entries, start=1)]
-    percent, values = "".join(text), operator.itemgetter(*positions)
-    return [percent % values((number, *entry)) for number, entry in enumerate(entries, start=1)]
+                                date=entry[_DATE]) for number, entry in numbered]
+    percent = "".join(text)
+    if order == [0, 1, 2, 3]:  # L'ordre du gabarit de chaque édition : rien à réordonner.
+        return [percent % (number, entry[_SENDER], entry[_SUBJECT], entry[_DATE])
+                for number, entry in numbered]
+    pick = operator.itemgetter(*order)
+    return [percent % pick((number, entry[_SENDER], entry[_SUBJECT], entry[_DATE]))
+            for number, entry in numbered]
 
 
 # -- Fichiers : publication des courriels, verrou du dossier ------------------------------
@@ -340,9 +345,13 @@ def _discard_quietly(path: str) -> None:
 
 
 def _read_email_file(path: str) -> dict | None:
-    try:
-        with open(path, "rb") as email_file:
-            content = json.loads(email_file.read())
+    try:  # Sans objet fichier : lu dans la boucle, 9 µs au lieu de 24 (mesuré).
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            chunks = list(iter(functools.partial(os.read, descriptor, 1 << 16), b""))
+        finally:
+            os.close(descriptor)
+        content = json.loads(b"".join(chunks))
     except (OSError, ValueError, RecursionError):
         return None
     return content if _conform(content, _EMAIL_FIELDS) is content else None
@@ -387,16 +396,26 @@ def _publish_group(writes: list) -> None:
         except OSError as ex:
             write.error = ex
             _discard_quietly(write.hidden)
-    for write in (write for write in writes if write.descriptor is not None):
+    created = [write for write in writes if write.descriptor is not None]
+    if len(created) > 1 and sys.platform == "linux":
+        # Une seule écriture de tout le groupe : les fsync qui suivent n'ont plus de données
+        # à écrire, et rapportent l'erreur de leur fichier (64 courriels : 13 ms au lieu de 22).
+        os.sync()
+    for write in created:
         try:
-            try:
-                _full_fsync(write.descriptor)
-            finally:
-                os.close(write.descriptor)
-                write.descriptor = None
-            os.rename(write.hidden, write.final)
+            _full_fsync(write.descriptor)
         except OSError as ex:
             write.error = ex
+        finally:
+            os.close(write.descriptor)
+            write.descriptor = None
+    for write in created:  # Renommés après : chaque renommage ouvre une transaction du journal.
+        try:
+            if write.error is None:
+                os.rename(write.hidden, write.final)
+        except OSError as ex:
+            write.error = ex
+        if write.error is not None:
             _discard_quietly(write.hidden)
     renamed = [write for write in writes if write.error is None]
     for folder in {os.path.dirname(write.final) for write in renamed}:
