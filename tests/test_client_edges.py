@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 import glossocket  # noqa: E402
 import gloutils  # noqa: E402
 import TP4_client  # noqa: E402
-from tests import support  # noqa: E402
+from tests import editions, support  # noqa: E402
 from tests import test_client as base  # noqa: E402
 from tests.test_end_to_end import TerminalClient  # noqa: E402
 
@@ -123,149 +123,6 @@ class TestCourseModules(unittest.TestCase):
         )
 
 
-# Ce que chaque édition du cours a changé dans ses modules : noms des
-# fonctions d'envoi et de réception, port, nom du menu principal, présence
-# de SMTP_SERVER. Le reste est identique d'une édition à l'autre.
-EDITIONS = {
-    2022: {"send": "send_msg", "recv": "recv_msg", "port": 5321,
-           "menu": "CLIENT_USE_CHOICE", "smtp": True},
-    2023: {"send": "send_mesg", "recv": "recv_mesg", "port": 5321,
-           "menu": "CLIENT_USE_CHOICE", "smtp": False},
-    2024: {"send": "snd_mesg", "recv": "recv_mesg", "port": 9672,
-           "menu": "CLIENT_USE_CHOICE", "smtp": False},
-    2025: {"send": "send_mesg", "recv": "recv_mesg", "port": 9673,
-           "menu": "CLIENT_USE_CHOICES", "smtp": False},
-}
-
-# glosocket.py d'une édition : ses deux noms seulement, sans alias.
-EDITION_GLOSOCKET = '''\
-"""glosocket de l'édition {year}."""
-import struct
-
-
-class GLOSocketError(Exception):
-    pass
-
-
-def {send}(dest_soc, message):
-    data = message.encode("utf-8")
-    try:
-        dest_soc.sendall(struct.pack("!I", len(data)) + data)
-    except OSError as ex:
-        raise GLOSocketError(ex) from ex
-
-
-def _recv_exactly(source_soc, count):
-    data = b""
-    while len(data) < count:
-        try:
-            chunk = source_soc.recv(count - len(data))
-        except OSError as ex:
-            raise GLOSocketError(ex) from ex
-        if not chunk:
-            raise GLOSocketError("connexion fermée")
-        data += chunk
-    return data
-
-
-def {recv}(source_soc):
-    (length,) = struct.unpack("!I", _recv_exactly(source_soc, 4))
-    data = _recv_exactly(source_soc, length)
-{decode}
-'''
-# En 2022, un mauvais UTF-8 sort du module en UnicodeDecodeError.
-DECODE_2022 = '    return data.decode("utf-8")'
-DECODE_LATER = '''\
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as ex:
-        raise GLOSocketError("UTF-8 invalide") from ex'''
-
-# gloutils.py d'une édition, gabarits en texte simple ; les @NOM@ sont
-# remplacés selon l'édition (les accolades sont celles des gabarits).
-EDITION_GLOUTILS = '''\
-"""gloutils de l'édition @YEAR@."""
-import datetime
-import enum
-from typing import TypedDict, Union
-
-APP_PORT = @PORT@
-SERVER_DATA_DIR = "glo_server_data"
-SERVER_LOST_DIR = "LOST"
-SERVER_DOMAIN = "glo2000.ca"
-@SMTP@PASSWORD_FILENAME = "pass"
-
-CLIENT_AUTH_CHOICE = """Menu de connexion
-1. Créer un compte
-2. Se connecter
-3. Quitter"""
-
-@MENU@ = """Menu principal
-1. Consultation de courriels
-2. Envoi de courriels
-3. Statistiques
-4. Se déconnecter"""
-
-SUBJECT_DISPLAY = "#{number} {sender} - {subject} {date}"
-EMAIL_DISPLAY = ("De : {sender}\\nÀ : {to}\\nSujet : {subject}\\nDate : {date}\\n"
-                 + "-" * 40 + "\\n{body}\\n")
-STATS_DISPLAY = "Nombre de messages : {count}\\nTaille du dossier : {size} octets"
-
-
-class Headers(enum.IntEnum):
-    OK = enum.auto()
-    ERROR = enum.auto()
-    BYE = enum.auto()
-    AUTH_REGISTER = enum.auto()
-    AUTH_LOGIN = enum.auto()
-    AUTH_LOGOUT = enum.auto()
-    INBOX_READING_REQUEST = enum.auto()
-    INBOX_READING_CHOICE = enum.auto()
-    EMAIL_SENDING = enum.auto()
-    STATS_REQUEST = enum.auto()
-
-
-class ErrorPayload(TypedDict):
-    error_message: str
-
-
-class AuthPayload(TypedDict):
-    username: str
-    password: str
-
-
-class EmailContentPayload(TypedDict):
-    sender: str
-    destination: str
-    subject: str
-    date: str
-    content: str
-
-
-class EmailListPayload(TypedDict):
-    email_list: list[str]
-
-
-class EmailChoicePayload(TypedDict):
-    choice: int
-
-
-class StatsPayload(TypedDict):
-    count: int
-    size: int
-
-
-class GloMessage(TypedDict, total=False):
-    header: Headers
-    payload: Union[ErrorPayload, AuthPayload, EmailContentPayload,
-                   EmailListPayload, EmailChoicePayload, StatsPayload]
-
-
-def get_current_utc_time():
-    return datetime.datetime.now(datetime.timezone.utc).strftime(
-        "%a, %d %b %Y %H:%M:%S %z")
-'''
-
 # Correcteur simulé, lancé à côté des modules d'une édition : il remplace la
 # fonction d'envoi (nommée en argument) après l'importation, lit le mot de
 # passe comme le reste de l'entrée (pas de terminal), lance le client avec
@@ -299,33 +156,12 @@ finally:
 '''
 
 
-def write_edition(folder: Path, year: int) -> None:
-    """Écrit dans `folder` le glosocket.py et le gloutils.py de l'édition `year`."""
-    edition = EDITIONS[year]
-    decode = DECODE_2022 if year == 2022 else DECODE_LATER
-    (folder / "glosocket.py").write_text(
-        EDITION_GLOSOCKET.format(
-            year=year, send=edition["send"], recv=edition["recv"], decode=decode
-        ),
-        encoding="utf-8",
-    )
-    smtp = 'SMTP_SERVER = "smtp.ulaval.ca"\n' if edition["smtp"] else ""
-    text = (
-        EDITION_GLOUTILS.replace("@YEAR@", str(year))
-        .replace("@PORT@", str(edition["port"]))
-        .replace("@SMTP@", smtp)
-        .replace("@MENU@", edition["menu"])
-    )
-    (folder / "gloutils.py").write_text(text, encoding="utf-8")
-
-
 def edition_folder(test: unittest.TestCase, year: int) -> Path:
     """Un dossier temporaire : les modules de l'édition `year` et notre client."""
     folder = tempfile.TemporaryDirectory(prefix=f"glo-{year}-")
     test.addCleanup(folder.cleanup)
     path = Path(folder.name)
-    write_edition(path, year)
-    shutil.copy(ROOT / "TP4_client.py", path)
+    editions.write_edition(path, year)
     return path
 
 
@@ -369,7 +205,7 @@ class TestEveryEdition(unittest.TestCase):
             H.INBOX_READING_CHOICE: reply(H.OK, support.HANDOUT_EMAIL),
         })
         result = run_script(
-            folder / "grader.py", EDITIONS[year]["send"],
+            folder / "grader.py", editions.EDITIONS[year].send,
             "-d", support.LOOPBACK, "-p", str(server.port),
             stdin=self.STDIN, cwd=folder,
         )
@@ -383,10 +219,10 @@ class TestEveryEdition(unittest.TestCase):
         self.assertEqual([message["header"] for message in server.received], headers)
         self.assertEqual(server.received[3]["payload"], {"choice": 1})
         help_text = run_script(folder / "TP4_client.py", "-h", cwd=folder).stdout
-        self.assertIn(f"(par défaut : {EDITIONS[year]['port']})", help_text)
+        self.assertIn(f"(par défaut : {editions.EDITIONS[year].app_port})", help_text)
 
     def test_each_edition(self):
-        for year in EDITIONS:
+        for year in editions.EDITIONS:
             with self.subTest(edition=year):
                 self.run_edition(year)
 
@@ -511,7 +347,7 @@ class TestStrayRepliesFromOtherServers(unittest.TestCase):
         self.assertEqual(headers, [4, 6, 5, 4, 10, 6, 3])
 
     def test_with_each_edition_module(self):
-        for year in EDITIONS:
+        for year in editions.EDITIONS:
             with self.subTest(edition=year), mock.patch.object(
                 TP4_client, "glossocket", edition_glosocket(self, year)
             ):
