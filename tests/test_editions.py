@@ -301,12 +301,7 @@ class _EditionTests:
         envoi à soi-même, lecture, statistiques, déconnexion, quitter.
         """
         report = self.run_grader()
-        self.assertNotIn("error", report, report.get("error"))
-        self.assertNotIn("server_exit", report, "Server() a quitté.")
-        self.assertEqual(report["listening_port"], report["expected_port"],
-                         "Server() n'écoute pas sur gloutils.APP_PORT remplacé.")
-        self.assertNotIn("client_exit", report,
-                         "Client('127.0.0.1') a quitté : " + report.get("output", ""))
+        test_grader.assert_grader_started(self, report)
         self.assertEqual(resolved(report["modules"]), resolved({
             name: self.folder / f"{name}.py"
             for name in ("TP4_server", "TP4_client", "gloutils", "glosocket")}))

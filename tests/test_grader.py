@@ -634,17 +634,22 @@ def _stop_process(process: subprocess.Popen) -> None:
 # A. Assemblages
 # ----------------------------------------------------------------------
 
+def assert_grader_started(test: unittest.TestCase, report: dict) -> None:
+    """Le correcteur simulé a bâti `Server()` sur le port remplacé et mené le client."""
+    test.assertNotIn("error", report, report.get("error"))
+    test.assertNotIn("server_exit", report, "Server() a quitté.")
+    test.assertEqual(report["listening_port"], report["expected_port"],
+                     "Server() n'écoute pas sur gloutils.APP_PORT remplacé.")
+    test.assertNotIn("client_exit", report,
+                     "Client('127.0.0.1') a quitté : " + report.get("output", ""))
+
+
 class TestAssemblies(unittest.TestCase):
     """Nos programmes posés à côté des modules du cours, ou des nôtres."""
 
     def assert_grader_session(self, assembly: Assembly, framing_module: str) -> None:
         report = assembly.run_grader()
-        self.assertNotIn("error", report, report.get("error"))
-        self.assertNotIn("server_exit", report, "Server() a quitté.")
-        self.assertEqual(report["listening_port"], report["expected_port"],
-                         "Server() n'écoute pas sur gloutils.APP_PORT remplacé.")
-        self.assertNotIn("client_exit", report,
-                         "Client('127.0.0.1') a quitté : " + report.get("output", ""))
+        assert_grader_started(self, report)
         # Chaque module vient du dossier d'assemblage, jamais du dépôt.
         for name, path in report["modules"].items():
             self.assertEqual(Path(path).resolve().parent, assembly.folder.resolve(), name)
