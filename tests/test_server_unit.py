@@ -475,6 +475,25 @@ class TestStats(ServerTestCase):
         self.assertEqual(self.stats(kohryu), {"count": 3, "size": size})
 
 
+class TestUnreadableMailbox(ServerTestCase):
+    """Une boîte que le disque refuse de lire : un `ERROR` qui dit pourquoi, rien de chargé."""
+
+    def test_each_reading_method_says_why(self):
+        kohryu = self.register("Kohryu")
+        real_scandir = os.scandir
+
+        def refusing(path=".", *args):
+            if os.path.basename(os.fspath(path)) == "Kohryu":
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+            return real_scandir(path, *args)
+
+        with mock.patch.object(os, "scandir", refusing):
+            for reply in (self.server._get_email_list(kohryu), self.server._get_stats(kohryu),
+                          self.server._get_email(kohryu, {"choice": 1})):
+                self.assert_error(reply, "Accès au disque impossible : permission refusée.")
+        self.assertEqual(self.stats(kohryu), {"count": 0, "size": DIGEST_SIZE})
+
+
 class TestSendInternal(ServerTestCase):
     """`_send_email` vers une adresse @glo2000.ca."""
 
@@ -755,7 +774,6 @@ class TestConnections(LoopbackTestCase):
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection((support.LOOPBACK, port), timeout=5).close()
 
-
     def test_accept_failure_pauses_accepting(self):
         """
         Un accept() en échec (plus de descripteurs, par exemple) suspend les
@@ -836,7 +854,6 @@ class TestRun(RunLoopTestCase):
                              {"header": H.OK, "payload": {"count": 1, "size": size}})
             client.send(H.BYE)
             self.assertEqual(client.received_until_closed(), b"")
-
 
 
 class TestSendingThroughTheLoop(RunLoopTestCase):
@@ -1068,6 +1085,24 @@ class TestDurablePublication(RunLoopTestCase):
         self.assert_nothing_hidden()
         lines = self.clients["bob"].request(H.INBOX_READING_REQUEST)["payload"]["email_list"]
         self.assertEqual(len(lines), len(emails))
+
+    def test_held_reply_while_the_loop_serves_others(self):
+        """
+        Pendant que le courriel attend le disque, la réponse de son envoi est
+        retenue, la boucle sert les autres, et la boîte ne le montre pas ;
+        une fois le courriel durable, la réponse part et la liste le montre.
+        """
+        self.disk.hold()
+        self.clients["alice"].send(H.EMAIL_SENDING, self.email("alice"))
+        bob = self.clients["bob"]
+        for _ in range(3):
+            self.assertEqual(bob.request(H.STATS_REQUEST)["payload"]["count"], 0)
+            self.assertEqual(bob.request(H.INBOX_READING_REQUEST)["payload"]["email_list"], [])
+        pending, _, _ = select.select([self.clients["alice"].sock], [], [], 0.2)
+        self.assertEqual(pending, [], "Envoi confirmé avant que le courriel soit durable.")
+        self.disk.release()
+        self.assertEqual(self.clients["alice"].recv(), OK)
+        self.assertEqual(len(bob.request(H.INBOX_READING_REQUEST)["payload"]["email_list"]), 1)
 
     def test_taken_name_gets_another_and_the_file_in_place_is_kept(self):
         """
