@@ -84,7 +84,7 @@ _ACCEPT_BACKOFF = 0.1  # Après un échec d'accept() (ENFILE...), sans quoi la b
 _MAX_WAIT = 0.5  # Attente maximale dans select() : Windows n'y remet pas Ctrl-C.
 _WORKERS = 32
 _RELAY_WORKERS = 8  # Au plus autant de relais SMTP à la fois ; les autres attendent leur tour.
-_INLINE_READ_MAX = 64 * 1024  # Un courriel plus gros est relu par un fil.
+_INLINE_MAX = 64 * 1024  # Un courriel plus gros est relu, ou encodé et confié, par un fil.
 # Essais de mot de passe : `pass` (sha3-512 sans sel) est fixé par l'énoncé, on limite donc
 # leur rythme. Après `_FREE_FAILURES` échecs d'un compte depuis une adresse, ses connexions à
 # ce compte passent une par `_GUESS_INTERVAL` secondes, jusqu'à une minute de calme.
@@ -1103,7 +1103,7 @@ class Server:
         if mailbox is None:
             return "executor"
         entry = mailbox.by_number(payload["choice"])
-        return "executor" if entry and entry[_SIZE] > _INLINE_READ_MAX else "loop"
+        return "executor" if entry and entry[_SIZE] > _INLINE_MAX else "loop"
 
     def _sending_place(self, _client_soc, payload) -> str:
         destination = payload["destination"]
@@ -1112,6 +1112,8 @@ class Server:
         if _is_external(destination):
             return "relay"
         recipient = self._accounts.get(destination.rpartition("@")[0].lower())
+        if len(payload["content"]) > _INLINE_MAX:
+            return "executor"
         return "executor" if recipient and recipient.lower() not in self._mailboxes else "loop"
 
     def _check_sender(self, client_soc: socket.socket, payload) -> gloutils.GloMessage | None:

@@ -873,12 +873,13 @@ class TestSendingThroughTheLoop(RunLoopTestCase):
     def setUp(self):
         # Les appels de la méthode d'origine sont comptés sans la remplacer :
         # un profileur posé avant la création du serveur suit chacun de ses fils.
-        self.calls = []
+        self.calls, self.threads = [], []
         code = TP4_server.Server._send_email.__code__
 
         def profile(frame, event, _argument):
             if event == "call" and frame.f_code is code:
                 self.calls.append(frame.f_locals["payload"]["subject"])
+                self.threads.append(threading.current_thread())
 
         self.addCleanup(threading.setprofile, threading.getprofile())
         threading.setprofile(profile)
@@ -919,6 +920,16 @@ class TestSendingThroughTheLoop(RunLoopTestCase):
                          sorted(name for name, _, _ in self.CASES))
         self.assertEqual(len(self.calls), len(self.CASES))
         self.assert_stored_once()
+
+    def test_large_email_runs_once_off_the_loop(self):
+        """Un courriel de plus de 64 Kio est encodé hors de la boucle, une fois, intact."""
+        content = "é" * 100_000
+        self.assertEqual(self.alice.send_email("alice@glo2000.ca", "bob@glo2000.ca", "gros",
+                                               content), OK)
+        self.assertEqual(self.calls, ["gros"])
+        self.assertIsNot(self.threads[0], self._loop)
+        reply = self.bob.request(H.INBOX_READING_CHOICE, {"choice": 1})
+        self.assertEqual(reply["payload"]["content"], content)
 
     def test_sender_gone_before_the_write_is_done(self):
         self.alice.send(H.EMAIL_SENDING, email_to("bob@glo2000.ca", sender="alice@glo2000.ca"))
