@@ -61,25 +61,27 @@ def replace_once(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
-def _glosocket_source(edition: Edition) -> str:
-    source = test_grader.COURSE_GLOSOCKET
+def _course_source(source: str, edition: Edition, replacements: list) -> str:
+    """Le module de 2022 changé en celui de `edition` : son année, puis chaque remplacement."""
     if edition.year == 2022:
         return source
     source = replace_once(source, "l'énoncé de 2022", f"l'énoncé de {edition.year}")
-    source = replace_once(source, "def send_msg(", f"def {edition.send}(")
-    source = replace_once(source, "def recv_msg(", f"def {edition.recv}(")
-    return replace_once(source, _DECODE_2022, _DECODE_LATER)
+    for old, new in replacements:
+        source = replace_once(source, old, new)
+    return source
+
+
+def _glosocket_source(edition: Edition) -> str:
+    return _course_source(test_grader.COURSE_GLOSOCKET, edition, [
+        ("def send_msg(", f"def {edition.send}("), ("def recv_msg(", f"def {edition.recv}("),
+        (_DECODE_2022, _DECODE_LATER)])
 
 
 def _gloutils_source(edition: Edition) -> str:
-    source = test_grader.COURSE_GLOUTILS
-    if edition.year == 2022:
-        return source
-    source = replace_once(source, "l'énoncé de 2022", f"l'énoncé de {edition.year}")
-    source = replace_once(source, "APP_PORT = 5321\n", f"APP_PORT = {edition.app_port}\n")
-    if not edition.smtp_server:
-        source = replace_once(source, 'SMTP_SERVER = "smtp.ulaval.ca"\n', "")
-    return replace_once(source, 'CLIENT_USE_CHOICE = """', f'{edition.main_menu} = """')
+    smtp = [] if edition.smtp_server else [('SMTP_SERVER = "smtp.ulaval.ca"\n', "")]
+    return _course_source(test_grader.COURSE_GLOUTILS, edition, [
+        ("APP_PORT = 5321\n", f"APP_PORT = {edition.app_port}\n"), *smtp,
+        ('CLIENT_USE_CHOICE = """', f'{edition.main_menu} = """')])
 
 
 def write_edition(folder: Path, year: int) -> Edition:
