@@ -548,6 +548,9 @@ class Server:
         self._smtp_port = _SMTP_PORTS[smtp_security] if smtp_port is None else smtp_port
         self._smtp_timeout, self._smtp_security = smtp_timeout, smtp_security
         self._smtp_login = None if smtp_user is None else (smtp_user, smtp_password or "")
+        if self._smtp_login is not None and not "".join(self._smtp_login).isascii():
+            sys.exit("Le nom et le mot de passe du relais doivent être en ASCII : smtplib "
+                     "n'en transmet pas d'autres.")
         try:
             self._smtp_context = ssl.create_default_context() if smtp_security else None
             if smtp_cafile is not None and self._smtp_context is not None:

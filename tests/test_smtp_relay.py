@@ -287,6 +287,17 @@ class TestSecurityOptions(RelayTestCase):
             "--smtp-starttls", "--smtp-user", USER, port=support.free_port(), password=None))
         self.assertIn(PASSWORD_VARIABLE, line)
 
+    def test_non_ascii_credentials(self):
+        # smtplib n'encode l'identification qu'en ASCII : refusé dès le départ, pas à
+        # chaque envoi par un « champ invalide ».
+        for user, password in ((USER, "Mot de passe d’application"), ("relais.é", SECRET)):
+            with self.subTest(user=user, password=password):
+                line = self.assert_refused(self.server_process(
+                    "--smtp-starttls", "--smtp-user", user, port=support.free_port(),
+                    password=password))
+                self.assertIn("ASCII", line)
+                self.assertNotIn(password, line)
+
     def test_ssl_and_starttls_are_exclusive(self):
         line = self.assert_refused(self.server_process(
             "--smtp-ssl", "--smtp-starttls", port=support.free_port()), code=2)
@@ -398,6 +409,12 @@ class TestServerKeywords(unittest.TestCase):
         self.assertIn(expected, output[0])
         for form in secret_forms(WRONG_SECRET):
             self.assertNotIn(form, output[0])
+
+    def test_non_ascii_password_refused_at_construction(self):
+        with self.assertRaises(SystemExit) as raised:
+            TP4_server.Server(support.LOOPBACK, 0, smtp_user=USER, smtp_password="Sécurité 2022")
+        self.assertIn("ASCII", str(raised.exception.code))
+        self.assertEqual(os.listdir(), [])
 
     def test_plain_with_auth(self):
         # Sans sécurité demandée, l'identification se fait quand même si le
