@@ -32,6 +32,7 @@ EMAIL_TEXT = support.HANDOUT_EMAIL_TEXT + "\n"
 
 LOST = "La connexion avec le serveur a été perdue.\n"
 INVALID = "La réponse du serveur est invalide.\n"
+STATS_SHOWN = "Nombre de messages : 1\nTaille du dossier : 319 octets\n"
 
 
 def invalid_choice(count):
@@ -106,6 +107,11 @@ class ClientTestCase(unittest.TestCase):
         with self.assertRaises(SystemExit) as context:
             self.call(method, *args)
         return context.exception.code
+
+    def assert_stats_shown(self):
+        """Une seule requête, STATS_REQUEST, et les statistiques affichées."""
+        self.assertEqual(self.sent(), [{"header": 10}])
+        self.assertEqual(self.stdout.getvalue(), STATS_SHOWN)
 
     def sent(self):
         """Renvoie les messages envoyés, décodés du JSON."""
@@ -288,10 +294,7 @@ class TestStrayReplies(ClientTestCase):
             ],
         )
         self.assertEqual(self.recv.call_count, 1)
-        self.assertEqual(
-            self.stdout.getvalue(),
-            "Nombre de messages : 1\nTaille du dossier : 319 octets\n",
-        )
+        self.assertEqual(self.stdout.getvalue(), STATS_SHOWN)
 
     def test_stray_replies_are_dropped_before_the_request(self):
         pending = ([self.client._socket], [], [])
@@ -304,11 +307,7 @@ class TestStrayReplies(ClientTestCase):
             reply(H.OK, {"count": 1, "size": 319}),
         )
         self.call(self.client._check_stats)
-        self.assertEqual(self.sent(), [{"header": 10}])
-        self.assertEqual(
-            self.stdout.getvalue(),
-            "Nombre de messages : 1\nTaille du dossier : 319 octets\n",
-        )
+        self.assert_stats_shown()
 
     def test_server_gone_while_dropping(self):
         self.select.select.side_effect = None
@@ -458,11 +457,7 @@ class TestCheckStats(ClientTestCase):
     def test_displays_stats(self):
         self.set_replies(reply(H.OK, {"count": 1, "size": 319}))
         self.call(self.client._check_stats)
-        self.assertEqual(self.sent(), [{"header": 10}])
-        self.assertEqual(
-            self.stdout.getvalue(),
-            "Nombre de messages : 1\nTaille du dossier : 319 octets\n",
-        )
+        self.assert_stats_shown()
 
 
 class TestServerLost(ClientTestCase):
