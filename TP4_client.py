@@ -40,6 +40,13 @@ WAIT_SLICE = 0.5
 
 INVALID_REPLY = "La réponse du serveur est invalide."
 CONNECTION_LOST = "La connexion avec le serveur a été perdue."
+# Pourquoi la connexion a échoué, en français : le texte du système est en
+# anglais sous Linux et macOS. Les autres causes gardent ce texte.
+CONNECT_FAILURES = (
+    (ConnectionRefusedError, "connexion refusée : aucun serveur n'écoute sur ce port."),
+    (socket.gaierror, "adresse introuvable."),
+    (OverflowError, "le port doit être de 1 à 65535."),
+)
 
 # Noms des fonctions d'envoi et de réception selon l'édition du module du
 # cours : 2022, puis 2023 et 2025, puis 2024. Notre glossocket les a tous ;
@@ -237,6 +244,9 @@ class Client:
         """Dit pourquoi la connexion a échoué ; un délai dépassé, en français."""
         if isinstance(error, TimeoutError):
             return f"aucune réponse en {_seconds(self._timeout)} s."
+        for kind, reason in CONNECT_FAILURES:
+            if isinstance(error, kind):
+                return reason
         return getattr(error, "strerror", None) or str(error)
 
     def _connection_failed(self, error: BaseException) -> NoReturn:

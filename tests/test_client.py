@@ -32,6 +32,7 @@ EMAIL_TEXT = support.HANDOUT_EMAIL_TEXT + "\n"
 
 LOST = "La connexion avec le serveur a été perdue.\n"
 INVALID = "La réponse du serveur est invalide.\n"
+REFUSED = "connexion refusée : aucun serveur n'écoute sur ce port."
 STATS_SHOWN = "Nombre de messages : 1\nTaille du dossier : 319 octets\n"
 
 
@@ -158,7 +159,7 @@ class TestInit(unittest.TestCase):
         self.assertEqual(code, 1)
         self.assertEqual(
             error,
-            f"Impossible de joindre le serveur 127.0.0.1:{port} : Connection refused\n",
+            f"Impossible de joindre le serveur 127.0.0.1:{port} : {REFUSED}\n",
         )
 
     def test_unknown_host_exits_non_zero(self):
@@ -171,14 +172,18 @@ class TestInit(unittest.TestCase):
         self.assertEqual(
             error,
             "Impossible de joindre le serveur serveur.inconnu:5321 : "
-            "Name or service not known\n",
+            "adresse introuvable.\n",
         )
         socket_class.return_value.close.assert_called_once_with()
 
     def test_port_out_of_range_exits_non_zero(self):
         code, error = self._init_error("127.0.0.1", 70000)
         self.assertEqual(code, 1)
-        self.assertTrue(error.startswith("Impossible de joindre le serveur"))
+        self.assertEqual(
+            error,
+            "Impossible de joindre le serveur 127.0.0.1:70000 : "
+            "le port doit être de 1 à 65535.\n",
+        )
 
 
 class TestAskChoice(ClientTestCase):
@@ -804,7 +809,7 @@ class TestCommandLine(unittest.TestCase):
         self.assertEqual(result.returncode, 1)
         self.assertEqual(
             result.stderr,
-            f"Impossible de joindre le serveur 127.0.0.1:{port} : Connection refused\n",
+            f"Impossible de joindre le serveur 127.0.0.1:{port} : {REFUSED}\n",
         )
 
     def test_end_of_input_says_bye(self):
