@@ -115,6 +115,7 @@ SERVER_FULL = "Le serveur est plein, réessayez plus tard."
 _DISK_ERRORS = {errno.ENOSPC: "plus d'espace disque", errno.EDQUOT: "quota disque dépassé",
                 errno.EACCES: "permission refusée", errno.EPERM: "permission refusée",
                 errno.EROFS: "disque en lecture seule", errno.ENOTDIR: "dossier inaccessible",
+                errno.EISDIR: "c'est un dossier",
                 errno.ENOENT: "dossier introuvable",
                 errno.EAGAIN: "ressources du système épuisées",
                 errno.ENOMEM: "mémoire insuffisante", errno.EMFILE: "trop de fichiers ouverts",
@@ -555,9 +556,12 @@ class Server:
             self._smtp_context = ssl.create_default_context() if smtp_security else None
             if smtp_cafile is not None and self._smtp_context is not None:
                 self._smtp_context.load_verify_locations(cafile=smtp_cafile)  # En plus du système.
-        except (OSError, ValueError) as ex:
+        except (OSError, ValueError) as ex:  # SSLError (pas de PEM lisible) est une OSError.
+            reason = ("aucun certificat lisible au format PEM" if isinstance(ex, ssl.SSLError)
+                      else "fichier introuvable" if isinstance(ex, FileNotFoundError)
+                      else _disk_error(ex))
             sys.exit(f"Impossible de lire les autorités de certification {smtp_cafile} : "
-                     f"{getattr(ex, 'strerror', None) or ex}.")
+                     f"{reason}.")
         self._frame_timeout, self._max_message = frame_timeout, max_message
         self._client_socs: list[socket.socket] = []
         self._logged_users: dict[socket.socket, str] = {}
@@ -576,7 +580,8 @@ class Server:
         try:
             self._server_socket = self._bind(host, port)
         except OSError as ex:
-            reason = _LISTEN_ERRORS.get(ex.errno, ex.strerror or str(ex))
+            reason = (f"{host} n'est pas une adresse IPv4 connue" if isinstance(ex, socket.gaierror)
+                      else _LISTEN_ERRORS.get(ex.errno, ex.strerror or str(ex)))
             sys.exit(f"Impossible d'écouter sur le port {port} : {reason}.")
         try:
             self._data_lock = self._prepare_storage()

@@ -109,6 +109,17 @@ class TestFailedStart(unittest.TestCase):
                              "adresse non disponible sur cette machine.")
             self.assertEqual(list(Path(workdir).iterdir()), [])
 
+    def test_host_not_ipv4(self):
+        # Une adresse IPv6 (le serveur n'écoute qu'en IPv4) se refuse sans requête DNS.
+        with tempfile.TemporaryDirectory() as workdir:
+            port = support.free_port()
+            result = run_server("--host", "::1", cwd=workdir, port=port)
+            self.assertNotEqual(result.returncode, 0)
+            self.assertEqual(result.stderr.strip(),
+                             f"Impossible d'écouter sur le port {port} : "
+                             "::1 n'est pas une adresse IPv4 connue.")
+            self.assertEqual(list(Path(workdir).iterdir()), [])
+
 
 class TestShutdown(unittest.TestCase):
     """Ctrl-C pendant un relais SMTP en attente : le serveur s'arrête tout de suite."""

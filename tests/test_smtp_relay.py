@@ -11,6 +11,7 @@ import base64
 import itertools
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -297,6 +298,19 @@ class TestSecurityOptions(RelayTestCase):
                     password=password))
                 self.assertIn("ASCII", line)
                 self.assertNotIn(password, line)
+
+    def test_unreadable_cafile(self):
+        not_pem = Path(tempfile.mkdtemp(prefix="glo-ac-")) / "pas-un-certificat.pem"
+        self.addCleanup(shutil.rmtree, not_pem.parent)
+        not_pem.write_text("pas un certificat\n")
+        for path, reason in ((not_pem.parent / "absent.pem", "fichier introuvable"),
+                             (not_pem, "aucun certificat lisible au format PEM"),
+                             (not_pem.parent, "c'est un dossier")):
+            with self.subTest(reason=reason):
+                line = self.assert_refused(self.server_process(
+                    "--smtp-starttls", "--smtp-cafile", str(path), port=support.free_port()))
+                self.assertEqual(line, "Impossible de lire les autorités de certification "
+                                       f"{path} : {reason}.")
 
     def test_ssl_and_starttls_are_exclusive(self):
         line = self.assert_refused(self.server_process(
