@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import getpass
 import io
 import json
@@ -47,6 +48,11 @@ CONNECT_FAILURES = (
     (socket.gaierror, "adresse introuvable."),
     (OverflowError, "le port doit être de 1 à 65535."),
 )
+CONNECT_ERRNOS = {
+    errno.EHOSTUNREACH: "machine injoignable.",
+    errno.ENETUNREACH: "réseau injoignable.",
+    errno.EADDRNOTAVAIL: "adresse non disponible.",
+}
 
 # Noms des fonctions d'envoi et de réception selon l'édition du module du
 # cours : 2022, puis 2023 et 2025, puis 2024. Notre glossocket les a tous ;
@@ -247,6 +253,8 @@ class Client:
         for kind, reason in CONNECT_FAILURES:
             if isinstance(error, kind):
                 return reason
+        if getattr(error, "errno", None) in CONNECT_ERRNOS:
+            return CONNECT_ERRNOS[error.errno]
         return getattr(error, "strerror", None) or str(error)
 
     def _connection_failed(self, error: BaseException) -> NoReturn:

@@ -6,8 +6,10 @@ sur la boucle locale.
 """
 
 import contextlib
+import errno
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -175,6 +177,21 @@ class TestInit(unittest.TestCase):
             "adresse introuvable.\n",
         )
         socket_class.return_value.close.assert_called_once_with()
+
+    def test_unreachable_host_exits_non_zero(self):
+        for number, reason in ((errno.EHOSTUNREACH, "machine injoignable."),
+                               (errno.ENETUNREACH, "réseau injoignable.")):
+            with self.subTest(reason=reason), mock.patch(
+                "TP4_client.socket.socket"
+            ) as socket_class:
+                socket_class.return_value.connect.side_effect = OSError(
+                    number, os.strerror(number)
+                )
+                code, error = self._init_error("10.9.9.9", 5321)
+                self.assertEqual(code, 1)
+                self.assertEqual(
+                    error, f"Impossible de joindre le serveur 10.9.9.9:5321 : {reason}\n"
+                )
 
     def test_port_out_of_range_exits_non_zero(self):
         code, error = self._init_error("127.0.0.1", 70000)
