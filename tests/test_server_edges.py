@@ -99,26 +99,22 @@ class TestFailedStart(unittest.TestCase):
                              "le port est déjà utilisé.")
             self.assertEqual(list(Path(workdir).iterdir()), [])
 
-    def test_address_not_available(self):
+    def assert_cannot_listen_on(self, host: str, reason: str) -> None:
+        """Le serveur lancé avec `--host host` quitte sur `reason`, sans rien créer."""
         with tempfile.TemporaryDirectory() as workdir:
             port = support.free_port()
-            result = run_server("--host", "192.0.2.1", cwd=workdir, port=port)
+            result = run_server("--host", host, cwd=workdir, port=port)
             self.assertNotEqual(result.returncode, 0)
             self.assertEqual(result.stderr.strip(),
-                             f"Impossible d'écouter sur le port {port} : "
-                             "adresse non disponible sur cette machine.")
+                             f"Impossible d'écouter sur le port {port} : {reason}.")
             self.assertEqual(list(Path(workdir).iterdir()), [])
+
+    def test_address_not_available(self):
+        self.assert_cannot_listen_on("192.0.2.1", "adresse non disponible sur cette machine")
 
     def test_host_not_ipv4(self):
         # Une adresse IPv6 (le serveur n'écoute qu'en IPv4) se refuse sans requête DNS.
-        with tempfile.TemporaryDirectory() as workdir:
-            port = support.free_port()
-            result = run_server("--host", "::1", cwd=workdir, port=port)
-            self.assertNotEqual(result.returncode, 0)
-            self.assertEqual(result.stderr.strip(),
-                             f"Impossible d'écouter sur le port {port} : "
-                             "::1 n'est pas une adresse IPv4 connue.")
-            self.assertEqual(list(Path(workdir).iterdir()), [])
+        self.assert_cannot_listen_on("::1", "::1 n'est pas une adresse IPv4 connue")
 
 
 class TestShutdown(unittest.TestCase):
