@@ -1119,9 +1119,9 @@ class Server:
             return "loop"
         if _is_external(destination):
             return "relay"
-        recipient = self._accounts.get(destination.rpartition("@")[0].lower())
         if len(payload["content"]) > _INLINE_MAX:
             return "executor"
+        recipient = self._accounts.get(destination.rpartition("@")[0].lower())
         return "executor" if recipient and recipient.lower() not in self._mailboxes else "loop"
 
     def _check_sender(self, client_soc: socket.socket, payload) -> gloutils.GloMessage | None:
