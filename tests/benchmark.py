@@ -23,8 +23,9 @@ une boucle select() minimale qui répond OK à chaque trame sans rien décoder :
 chaque débit se lit aussi comme une fraction de ce plafond.
 
 `compare` lance tour à tour, à chaque tour, le serveur de l'arbre de travail
-(A) puis celui d'une révision git (B), chacun dans un dossier neuf, sous la
-même charge (celle de l'arbre de travail), et donne les rapports A/B.
+(A) et celui d'une révision git (B), A puis B aux tours impairs, B puis A aux
+tours pairs, chacun dans un dossier neuf, sous la même charge (celle de
+l'arbre de travail), et donne les rapports A/B.
 """
 
 import argparse
@@ -1164,7 +1165,10 @@ def run_compare(args: argparse.Namespace) -> dict:
         for number in range(1, args.rounds + 1):
             for name, (figures, measure) in measures.items():
                 runs[name].append({})
-                for side, script in (("A", SERVER_SCRIPT), ("B", rev_script)):
+                sides = (("A", SERVER_SCRIPT), ("B", rev_script))
+                # A, B puis B, A : aucun côté ne suit toujours la charge de l'autre, dont le
+                # dossier effacé occupe encore le disque.
+                for side, script in sides if number % 2 else sides[::-1]:
                     print(f"tour {number}/{args.rounds}, {name}, {side}…", file=sys.stderr,
                           flush=True)
                     runs[name][-1][side] = figures(measure(script=script))
