@@ -588,8 +588,11 @@ def _stop_process(process: multiprocessing.Process) -> None:
     process.join()
 
 
-def run_load(plan: LoadPlan) -> dict:
-    """Lance la charge décrite par `plan` et renvoie son résumé."""
+def run_load(plan: LoadPlan, server_pid: Optional[int] = None) -> dict:
+    """
+    Lance la charge décrite par `plan` et renvoie son résumé ; avec `server_pid`, il
+    compte aussi le temps processeur du serveur pendant la charge chronométrée.
+    """
     workers = []
     try:
         for number in range(plan.processes):
@@ -599,11 +602,40 @@ def run_load(plan: LoadPlan) -> dict:
         start = time.monotonic() + 0.2
         for worker in workers:
             worker.pipe.send((start, start + plan.duration))
+        time.sleep(max(0.0, start - time.monotonic()))
+        cpu_before = _tree_cpu_seconds(server_pid)
         reports = [_expect(worker, plan.duration + FINISH_TIMEOUT) for worker in workers]
+        cpu_after = _tree_cpu_seconds(server_pid)
     finally:
         for worker in workers:
             _stop_process(worker.process)
-    return _summarize(plan, setup_seconds, start, reports)
+    summary = _summarize(plan, setup_seconds, start, reports)
+    summary["server_cpu_us"] = (
+        (cpu_after - cpu_before) * 1e6 / summary["requests"]
+        if None not in (cpu_before, cpu_after) and summary["requests"] else None)
+    return summary
+
+
+def _tree_cpu_seconds(pid: Optional[int]) -> Optional[float]:
+    """
+    Temps processeur (utilisateur et système) du processus `pid` et de ses descendants,
+    lu dans /proc : un aide-écrivain d'une autre révision compte aussi. None sans /proc.
+    """
+    if pid is None:
+        return None
+    total, pending = 0, [pid]
+    try:
+        while pending:
+            current = pending.pop()
+            with open(f"/proc/{current}/stat", encoding="ascii", errors="replace") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children", encoding="ascii") as children:
+                    pending += map(int, children.read().split())
+    except (OSError, ValueError):
+        return None
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _percentile(ordered: list, percent: float) -> float:
@@ -673,15 +705,18 @@ class _Server(ServerProcess):
 
 @contextlib.contextmanager
 def _target(strict: bool, port: Optional[int] = None, script: Optional[Path] = None):
-    """Port du serveur visé : `port` s'il est donné, sinon un serveur lancé ici."""
+    """
+    (port, pid) du serveur visé : `port` s'il est donné (pid inconnu), sinon un serveur
+    lancé ici.
+    """
     if port:
-        yield port
+        yield port, None
     elif strict:
         with _Server(script) as server:
-            yield server.port
+            yield server.port, server.process.pid
     else:
-        with _baseline_server() as baseline_port:
-            yield baseline_port
+        with _baseline_server() as (baseline_port, baseline_pid):
+            yield baseline_port, baseline_pid
 
 
 @contextlib.contextmanager
@@ -692,7 +727,7 @@ def _baseline_server():
     process.start()
     try:
         wait_for_port(port)
-        yield port
+        yield port, process.pid
     finally:
         _stop_process(process)
 
@@ -776,11 +811,11 @@ def run_against(strict: bool, mix: str, clients: int, duration: float, processes
     Une charge contre TP4_server.py (`strict`, celui de `script` s'il est
     donné) ou contre le plafond.
     """
-    with _target(strict, port, script) as target_port:
+    with _target(strict, port, script) as (target_port, server_pid):
         plan = LoadPlan(host=host, port=target_port, mix=mix, clients=clients,
                         processes=processes, duration=duration, prefill=prefill,
                         strict=strict)
-        return run_load(plan)
+        return run_load(plan, server_pid)
 
 
 def compare_with_baseline(mix: str, clients: int, duration: float, processes: int,
@@ -1112,7 +1147,7 @@ def _load_figures(result: dict) -> dict:
     """Chiffres comparés d'une charge."""
     latency = result["latency_ms"]["all"]
     return {"throughput": result["throughput"], "p50_ms": latency.get("p50_ms"),
-            "p99_ms": latency.get("p99_ms"),
+            "p99_ms": latency.get("p99_ms"), "server_cpu_us": result["server_cpu_us"],
             **{count: result[count] for count in _COUNTS}}
 
 
@@ -1197,6 +1232,8 @@ def _print_load(result: dict) -> None:
     sessions = "" if checked is None else f", fins de session vérifiées : {checked}"
     print(f"erreurs : {result['errors']}, violations : {result['violations']}, "
           f"clients en échec : {result['failed_clients']}{sessions}")
+    if result.get("server_cpu_us") is not None:
+        print(f"processeur du serveur : {result['server_cpu_us']:.1f} µs par requête")
     for label in ("error_samples", "violation_samples", "failure_reasons"):
         for detail, count in result[label].items():
             print(f"  {count} × {detail}")
@@ -1257,7 +1294,8 @@ def _print_write_vs_disk(result: dict) -> None:
 
 # Titres de colonne des chiffres comparés.
 _FIGURE_LABELS = {
-    "throughput": "req/s", "p50_ms": "p50 ms", "p99_ms": "p99 ms", "list_ms": "list ms",
+    "throughput": "req/s", "p50_ms": "p50 ms", "p99_ms": "p99 ms",
+    "server_cpu_us": "µs CPU/req", "list_ms": "list ms",
     "stats_ms": "stats ms", "read_first_ms": "lecture #1", "read_last_ms": "lecture #N",
     "rss_mib": "RSS Mo", "errors": "erreurs", "violations": "violations",
     "failed_clients": "échecs",
@@ -1288,7 +1326,7 @@ def _print_revision_comparison(result: dict) -> None:
             for side in ("A", "B"):
                 print(f"{number:<5}{side:<5}"
                       + "".join(f"{_cell(run[side][key]):>12}" for key in keys))
-        print("A/B > 1 : A plus rapide (req/s), plus lent ou plus lourd (ms, Mo)")
+        print("A/B > 1 : A plus rapide (req/s), plus lent ou plus lourd (ms, µs, Mo)")
         print(f"{'A/B':<12}{'médiane':>10}"
               + "".join(f"{f'tour {number}':>10}" for number in range(1, len(rounds) + 1)))
         for key, median in comparison["median_ratio"].items():
