@@ -789,11 +789,9 @@ class Server:
             message["From"] = payload["sender"]
             message["To"] = payload["destination"]
             message["Subject"] = payload["subject"]
-            try:  # Une date illisible devient l'heure courante (sinon, un en-tête vide).
-                email.utils.parsedate_to_datetime(payload["date"])
-                message["Date"] = payload["date"]
-            except (TypeError, ValueError):
-                message["Date"] = email.utils.formatdate()
+            # Une date illisible devient l'heure courante (sinon, un en-tête vide).
+            message["Date"] = (payload["date"] if _timestamp(payload["date"]) is not None
+                               else email.utils.formatdate())
             message.set_content(payload["content"])
             with self._open_relay() as smtp:
                 smtp.send_message(message)

@@ -5,6 +5,7 @@ un correcteur, avec de faux sockets (ou de vrais sockets sur 127.0.0.1 pour
 les connexions), dans un dossier de travail temporaire.
 """
 
+import email.utils
 import errno
 import gc
 import hashlib
@@ -572,6 +573,18 @@ class TestSendExternal(ServerTestCase):
         reply, messages = self.relay("accept", payload)
         self.assertEqual(reply, OK)
         support.assert_relayed(self, messages[0], payload)
+
+    def test_unreadable_date_becomes_the_current_time(self):
+        for date in ("pas une date", "Tue, 99 Foo 2022 99:99:99 +0000", ""):
+            with self.subTest(date=date):
+                self.receiver.messages.clear()
+                before = time.time()
+                reply, messages = self.relay("accept", email_to("ami@example.com", date=date))
+                self.assertEqual(reply, OK)
+                header = support.relayed_message(messages[0])["Date"]
+                relayed = email.utils.parsedate_to_datetime(header).timestamp()
+                self.assertLessEqual(before - 1, relayed)
+                self.assertLessEqual(relayed, time.time() + 1)
 
     def test_nothing_written_locally(self):
         self.register("Qing.Long")
