@@ -14,6 +14,7 @@ Exemples :
     python3 tests/benchmark.py disk
     python3 tests/benchmark.py all --json
     python3 tests/benchmark.py compare --rev HEAD~1 --mix read write --rounds 3
+    python3 tests/benchmark.py compare --rev HEAD --mix list-only read-only stats-only
     python3 tests/benchmark.py compare --rev HEAD --what inbox --emails 2000
 
 Chaque client simulé a son propre compte et une seule requête en cours à la
@@ -70,7 +71,12 @@ MIXES = {
     "mixed": {"list": 30, "read": 20, "stats": 20, "send": 30},
     "read": {"list": 30, "read": 20, "stats": 20},
     "write": {"send": 100},
+    # Une seule sorte de requête : ce que chacune coûte au serveur (µs CPU/req).
+    "list-only": {"list": 100},
+    "read-only": {"read": 100},
+    "stats-only": {"stats": 100},
 }
+COMPARED_MIXES = ("mixed", "read", "write")
 TIMED_KINDS = ("list", "read", "stats", "send")
 DEFAULT_PREFILL = 20
 SETUP_TIMEOUT = 600.0
@@ -1397,7 +1403,8 @@ def _option_groups() -> dict:
     groups["load"].add_argument("--mix", choices=sorted(MIXES), default="mixed",
                                 help="mixed : 30 %% list, 20 %% lecture, 20 %% stats, "
                                      "30 %% envoi ; read : list, lecture et stats ; write : "
-                                     "envoi seulement (défaut : %(default)s).")
+                                     "envoi seulement ; list-only, read-only, stats-only : "
+                                     "une seule sorte (défaut : %(default)s).")
     groups["inbox"].add_argument("--emails", type=_positive(int), default=10_000,
                                  help="Taille de la boîte mesurée (défaut : %(default)s).")
     groups["inbox"].add_argument("--senders", type=_positive(int), default=8,
@@ -1450,9 +1457,10 @@ def _parse_args(argv: Optional[list]) -> argparse.Namespace:
     command.add_argument("--what", choices=("load", "inbox"), default="load",
                          help="load : une charge par mélange ; inbox : la grande boîte "
                               "(options --emails etc.) (défaut : %(default)s).")
-    command.add_argument("--mix", choices=list(MIXES), nargs="+", default=list(MIXES),
+    command.add_argument("--mix", choices=list(MIXES), nargs="+",
+                         default=list(COMPARED_MIXES),
                          help="Mélanges mesurés avec --what load, voir load "
-                              "(défaut : tous).")
+                              "(défaut : %(default)s).")
     command.add_argument("--rounds", type=_positive(int), default=3,
                          help="Tours ; chacun mesure A puis B (défaut : %(default)s).")
     args = parser.parse_args(argv)
