@@ -625,7 +625,8 @@ def run_load(plan: LoadPlan, server_pid: Optional[int] = None) -> dict:
 def _tree_cpu_seconds(pid: Optional[int]) -> Optional[float]:
     """
     Temps processeur (utilisateur et système) du processus `pid` et de ses descendants,
-    lu dans /proc : un aide-écrivain d'une autre révision compte aussi. None sans /proc.
+    lu dans /proc : le processus d'écriture à part d'une autre révision compte aussi.
+    None sans /proc.
     """
     if pid is None:
         return None
