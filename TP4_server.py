@@ -738,7 +738,7 @@ class Server:
         recipient = self._accounts.get(destination.rpartition("@")[0].lower())
         content = {key: payload[key] for key, _ in _EMAIL_FIELDS}
         data = json.dumps(content).encode("utf-8")
-        folder = self._user_dir(recipient) if recipient else self._lost_dir()
+        folder = self._user_dir(recipient or gloutils.SERVER_LOST_DIR)
         sender = _loggable(payload["sender"])
 
         def published(filename: str) -> None:  # Dans le fil d'écriture, une fois durable.
@@ -1217,7 +1217,7 @@ class Server:
         """
         data_dir = gloutils.SERVER_DATA_DIR
         try:
-            os.makedirs(self._lost_dir(), exist_ok=True)
+            os.makedirs(self._user_dir(gloutils.SERVER_LOST_DIR), exist_ok=True)
             data_lock = _lock_data_folder(data_dir)
         except OSError as ex:
             sys.exit(f"Impossible de préparer le dossier {data_dir} : {_disk_error(ex)}.")
@@ -1233,8 +1233,8 @@ class Server:
                                    entry.name, self._accounts[entry.name.lower()])
                 else:
                     self._accounts[entry.name.lower()] = entry.name
-            for folder in [self._lost_dir(), *map(self._user_dir, self._accounts.values())]:
-                for entry in os.scandir(folder):
+            for name in [gloutils.SERVER_LOST_DIR, *self._accounts.values()]:
+                for entry in os.scandir(self._user_dir(name)):
                     if entry.name.startswith(_TEMP_PREFIX):
                         logger.info("Écriture interrompue effacée : %s", entry.path)
                         os.unlink(entry.path)
@@ -1242,10 +1242,6 @@ class Server:
             _unlock_data_folder(data_lock)
             sys.exit(f"Impossible de lire le dossier {data_dir} : {_disk_error(ex)}.")
         return data_lock
-
-    @staticmethod
-    def _lost_dir() -> str:
-        return os.path.join(gloutils.SERVER_DATA_DIR, gloutils.SERVER_LOST_DIR)
 
     @staticmethod
     def _user_dir(username: str) -> str:
