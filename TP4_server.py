@@ -799,10 +799,9 @@ class Server:
             if self._stopping:
                 logger.warning("Relais SMTP vers %s abandonné : arrêt du serveur.", destination)
                 return _error("Le serveur s'arrête : le courriel n'a pas été relayé.")
-            reply = _error(self._relay_failure(ex, destination, relay))
-            logger.warning("Échec du relais vers %s : %s (%s)",
-                           destination, reply["payload"]["error_message"], ex)
-            return reply
+            reason = self._relay_failure(ex, destination, relay)
+            logger.warning("Échec du relais vers %s : %s (%s)", destination, reason, ex)
+            return _error(reason)
         logger.info("Courriel de %s relayé à %s par %s", payload["sender"], destination, relay)
         return _ok()
 
