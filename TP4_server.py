@@ -1227,11 +1227,10 @@ class Server:
                 if not (entry.is_dir() and _is_valid_username(entry.name) and os.path.isfile(
                         os.path.join(entry.path, gloutils.PASSWORD_FILENAME))):
                     continue
-                if entry.name.lower() in self._accounts:
+                account = self._accounts.setdefault(entry.name.lower(), entry.name)
+                if account != entry.name:
                     logger.warning("Dossier %s ignoré : le compte %s existe déjà.",
-                                   entry.name, self._accounts[entry.name.lower()])
-                else:
-                    self._accounts[entry.name.lower()] = entry.name
+                                   entry.name, account)
             for name in [gloutils.SERVER_LOST_DIR, *self._accounts.values()]:
                 for entry in os.scandir(self._user_dir(name)):
                     if entry.name.startswith(_TEMP_PREFIX):
