@@ -115,8 +115,7 @@ SERVER_FULL = "Le serveur est plein, réessayez plus tard."
 _DISK_ERRORS = {errno.ENOSPC: "plus d'espace disque", errno.EDQUOT: "quota disque dépassé",
                 errno.EACCES: "permission refusée", errno.EPERM: "permission refusée",
                 errno.EROFS: "disque en lecture seule", errno.ENOTDIR: "dossier inaccessible",
-                errno.EISDIR: "c'est un dossier",
-                errno.ENOENT: "dossier introuvable",
+                errno.EISDIR: "c'est un dossier", errno.ENOENT: "dossier introuvable",
                 errno.EAGAIN: "ressources du système épuisées",
                 errno.ENOMEM: "mémoire insuffisante", errno.EMFILE: "trop de fichiers ouverts",
                 errno.ENFILE: "trop de fichiers ouverts", errno.ESHUTDOWN: "le serveur s'arrête"}
