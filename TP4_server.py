@@ -1473,11 +1473,7 @@ def _main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    server = Server(args.host, args.port, smtp_host=args.smtp_host, smtp_port=args.smtp_port,
-                    smtp_timeout=args.smtp_timeout, smtp_security=args.smtp_security,
-                    smtp_user=args.smtp_user, smtp_password=password,
-                    smtp_cafile=args.smtp_cafile, frame_timeout=args.frame_timeout,
-                    max_message=args.max_message, max_clients=args.max_clients)
+    server = Server(**vars(args), smtp_password=password)  # Une option par paramètre, de même nom.
     try:
         server.run()
     except KeyboardInterrupt:
